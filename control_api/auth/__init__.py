@@ -1,0 +1,1 @@
+"""Secret API keys, scopes, and the authenticated principal a request acts as."""

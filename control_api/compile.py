@@ -1,0 +1,30 @@
+"""Compiles an agent's draft (agent fields, skills, guardrails, caller verification) into the runtime's
+`CompiledAgent`. Publishing stores the result; draft mode compiles on demand and stores nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control_api.repositories import agents as agents_repo
+from runtime.agent_config import CONFIG_SCHEMA_VERSION, CompiledAgent
+
+
+def build_config(agent: sa.Row[Any], skill_specs: list[dict[str, Any]]) -> dict[str, Any]:
+    raw = {
+        **agent.draft,
+        "schemaVersion": CONFIG_SCHEMA_VERSION,
+        "agentId": agent.id,
+        "skills": skill_specs,
+        "guardrails": agent.guardrails,
+        "callerVerification": agent.caller_verification,
+    }
+    # Round-trip through the typed form: the stored config is exactly what the runtime will read.
+    return CompiledAgent.from_config(raw).to_config()
+
+
+async def compile_draft(conn: AsyncConnection, org_id: str, agent: sa.Row[Any]) -> CompiledAgent:
+    config = build_config(agent, await agents_repo.skill_specs(conn, org_id, agent.id))
+    return CompiledAgent.from_config(config, is_draft=True)

@@ -1,0 +1,1 @@
+"""The HTTP shell: app factory, routing with scopes, middleware, problem+json, envelopes, pagination."""

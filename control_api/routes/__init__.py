@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; each operation declares its scope with `routing.scope()`."""

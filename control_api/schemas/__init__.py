@@ -1,0 +1,1 @@
+"""Request and resource shapes (pydantic), validated at the edge with field-named errors."""

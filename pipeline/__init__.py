@@ -1,0 +1,1 @@
+"""Audio/text in, audio/text out. Knows nothing of SIP or databases."""
