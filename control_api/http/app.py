@@ -8,17 +8,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_api.auth.scopes import ALL_SCOPES
 from control_api.errors import ApiError, MethodNotAllowed, NotFound
 from control_api.http.middleware import ApiGuardMiddleware
 from control_api.http.problem import problem_response, validation_failure
-from control_api.http.routing import SECURITY_SCHEME
+from control_api.http.routing import API_PREFIX, SECURITY_SCHEME
 from control_api.routes import agents, audit, guardrails, skills, versions
 from control_api.services import Services
 
-API_PREFIX = "/api/v1"
 
 _SCOPE_DESCRIPTIONS = {s: s for s in ALL_SCOPES}
 
@@ -60,8 +60,11 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
-    for module in (agents, skills, guardrails, versions, audit):
-        app.include_router(module.router, prefix=API_PREFIX)
+    modules = (agents, skills, guardrails, versions, audit)
+    for module in modules:
+        app.include_router(module.router)
+    # Every API operation, flat: for the 405 Allow header and for tests that walk all routes.
+    app.state.api_routes = [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)]
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -80,7 +83,7 @@ def create_app(services: Services) -> FastAPI:
         if error.status_code == 404:
             return problem_response(NotFound(f"no route for {request.url.path}"), request.url.path)
         if error.status_code == 405:
-            allow = (error.headers or {}).get("Allow", "")
+            allow = ", ".join(sorted(_allowed_methods(request)))
             return problem_response(
                 MethodNotAllowed(
                     f"{request.method} is not allowed on {request.url.path}; allowed: {allow}",
@@ -95,6 +98,14 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(ApiGuardMiddleware, services=services)  # type: ignore[arg-type]
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in request.app.state.api_routes:
+        if route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return methods
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

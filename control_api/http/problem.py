@@ -55,7 +55,9 @@ def validation_failure(errors: Iterable[Mapping[str, Any]]) -> ValidationFailed:
     seen: set[tuple[str, str]] = set()
     field_errors: list[FieldError] = []
     for error in errors:
-        item = (field_path(error.get("loc", ())), _message(error))
+        # A JSON syntax error's loc is ("body", <character offset>): the field is the body itself.
+        loc = ("body",) if error.get("type") == "json_invalid" else error.get("loc", ())
+        item = (field_path(loc), _message(error))
         if item not in seen:
             seen.add(item)
             field_errors.append(FieldError(*item))

@@ -22,6 +22,7 @@ from control_api.errors import Forbidden, RateLimited, Unauthorized
 from control_api.services import Services
 
 SECURITY_SCHEME = "apiKey"
+API_PREFIX = "/api/v1"
 
 
 def scope(required: str) -> dict[str, Any]:

@@ -14,12 +14,12 @@ from control_api.compile import compile_draft
 from control_api.errors import Conflict, field_error
 from control_api.http.envelope import PageParams, ok, page
 from control_api.http.problem import validation_failure
-from control_api.http.routing import ApiRoute, principal_of, scope, services_of
+from control_api.http.routing import API_PREFIX, ApiRoute, principal_of, scope, services_of
 from control_api.ids import new_id
 from control_api.repositories import agents as agents_repo
 from control_api.schemas.agent import AgentDraft, AgentPatch, VoiceAssignment
 
-router = APIRouter(route_class=ApiRoute, tags=["Agents"])
+router = APIRouter(prefix=API_PREFIX, route_class=ApiRoute, tags=["Agents"])
 
 
 def agent_resource(row: sa.Row[Any]) -> dict[str, Any]:

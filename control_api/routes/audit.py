@@ -12,10 +12,10 @@ from control_api.clock import iso
 from control_api.db.tables import audit_logs
 from control_api.errors import field_error
 from control_api.http.envelope import PageParams, page
-from control_api.http.routing import ApiRoute, principal_of, scope, services_of
+from control_api.http.routing import API_PREFIX, ApiRoute, principal_of, scope, services_of
 from control_api.repositories.keyset import after_cursor_desc, next_cursor
 
-router = APIRouter(route_class=ApiRoute, tags=["AuditLogs"])
+router = APIRouter(prefix=API_PREFIX, route_class=ApiRoute, tags=["AuditLogs"])
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:

@@ -15,7 +15,7 @@ from control_api.clock import iso
 from control_api.compile import compile_draft
 from control_api.diff import diff
 from control_api.http.envelope import PageParams, ok, page
-from control_api.http.routing import ApiRoute, principal_of, scope, services_of
+from control_api.http.routing import API_PREFIX, ApiRoute, principal_of, scope, services_of
 from control_api.ids import new_id
 from control_api.prepublish import report
 from control_api.repositories import agents as agents_repo
@@ -23,7 +23,7 @@ from control_api.repositories import versions as versions_repo
 from control_api.schemas.common import ApiModel
 from runtime.agent_config import CompiledAgent
 
-router = APIRouter(route_class=ApiRoute, tags=["Agents"])
+router = APIRouter(prefix=API_PREFIX, route_class=ApiRoute, tags=["Agents"])
 
 
 class PublishRequest(ApiModel):
