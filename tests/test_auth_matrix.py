@@ -1,0 +1,139 @@
+"""Every API route × {no key, bad key, key without the route's scope, another organization's key}.
+
+The route list comes from the app itself, so a new route is covered the day it is added; a route with
+no entry in BODIES fails here until someone says what a valid request to it looks like.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from control_api.auth.scopes import ALL_SCOPES
+from control_api.http.routing import required_scope
+from tests.conftest import Tenant, TenantFactory
+
+# A valid body for each write operation, so the cross-organization check reaches the handler.
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/api/v1/agents"): {"name": "Intruder"},
+    ("PATCH", "/api/v1/agents/{agent_id}"): {"greeting": "pwned"},
+    ("PUT", "/api/v1/agents/{agent_id}/voice"): {"voiceId": "v1"},
+    ("POST", "/api/v1/agents/{agent_id}/publish"): {"note": "pwned"},
+    ("POST", "/api/v1/agents/{agent_id}/rollback"): {"versionId": "{version_id}"},
+    ("POST", "/api/v1/agents/{agent_id}/skills"): {
+        "name": "Intruder", "description": "x", "skillType": "end_call", "executionConfig": {}
+    },
+    ("PATCH", "/api/v1/agents/{agent_id}/skills/{skill_id}"): {"description": "pwned"},
+    ("PUT", "/api/v1/agents/{agent_id}/guardrails"): [],
+    ("PUT", "/api/v1/agents/{agent_id}/caller-verification"): [],
+}
+
+# Operations that act on no resource of the caller's: another organization's key simply gets its own.
+ORG_LEVEL = {
+    ("GET", "/api/v1/agents"),
+    ("POST", "/api/v1/agents"),
+    ("GET", "/api/v1/skill-types"),
+    ("GET", "/api/v1/audit-logs"),
+}
+
+
+def operations(app: Any) -> list[tuple[str, str, str]]:
+    ops = []
+    for route in app.state.api_routes:
+        assert isinstance(route, APIRoute)
+        needed = required_scope(route)
+        assert needed in ALL_SCOPES, f"{route.path} declares no known scope"
+        for method in sorted(route.methods):
+            ops.append((method, route.path, needed))
+    return ops
+
+
+async def _owned_resources(owner: Tenant) -> dict[str, str]:
+    agent = await owner.create_agent()
+    skill = await owner.post(
+        f"/agents/{agent['id']}/skills",
+        json={"name": "Hang up", "description": "End the call", "skillType": "end_call",
+              "executionConfig": {}},
+    )
+    assert skill.status_code == 201, skill.text
+    version = await owner.post(f"/agents/{agent['id']}/publish")
+    assert version.status_code == 201, version.text
+    return {
+        "agent_id": agent["id"],
+        "skill_id": skill.json()["data"]["id"],
+        "version_id": version.json()["data"]["id"],
+    }
+
+
+def _fill(template: Any, ids: dict[str, str]) -> Any:
+    if isinstance(template, str):
+        return re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), m.group(0)), template)
+    if isinstance(template, dict):
+        return {k: _fill(v, ids) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, ids) for v in template]
+    return template
+
+
+async def test_every_route_requires_a_valid_key_and_its_scope(tenants: TenantFactory) -> None:
+    owner = await tenants()
+    ids = await _owned_resources(owner)
+    app = owner.http._transport.app  # type: ignore[attr-defined]
+    ops = operations(app)
+    assert len(ops) >= 20
+    failures = []
+    for method, template, needed in ops:
+        path = _fill(template, ids)
+        body = _fill(BODIES.get((method, template)), ids)
+        for label, headers in (
+            ("no key", {}),
+            ("bad key", {"Authorization": "Bearer flowyte_sk_" + "x" * 40}),
+            ("not bearer", {"Authorization": f"Token {owner.key}"}),
+        ):
+            response = await owner.http.request(method, path, headers=headers, json=body)
+            if response.status_code != 401 or "WWW-Authenticate" not in response.headers:
+                failures.append((label, method, template, response.status_code))
+        narrow = await tenants(scopes=tuple(s for s in ALL_SCOPES if s != needed), org_name=owner.org_name)
+        response = await narrow.request(method, path[len("/api/v1"):], json=body)
+        if response.status_code != 403 or response.json().get("code") != "insufficient_scope":
+            failures.append(("missing scope", method, template, response.status_code))
+    assert failures == []
+
+
+async def test_another_organizations_key_gets_404_on_every_resource(tenants: TenantFactory) -> None:
+    owner, stranger = await tenants(), await tenants()
+    ids = await _owned_resources(owner)
+    app = owner.http._transport.app  # type: ignore[attr-defined]
+    failures = []
+    for method, template, _ in operations(app):
+        if (method, template) in ORG_LEVEL:
+            continue
+        if method in ("POST", "PUT", "PATCH") and (method, template) not in BODIES:
+            failures.append(("no body declared in BODIES", method, template, 0))
+            continue
+        path = _fill(template, ids)[len("/api/v1"):]
+        response = await stranger.request(method, path, json=_fill(BODIES.get((method, template)), ids))
+        if response.status_code != 404:
+            failures.append(("other org", method, template, response.status_code))
+    assert failures == []
+    # And nothing the stranger tried changed the owner's agent.
+    agent = (await owner.get(f"/agents/{ids['agent_id']}")).json()["data"]
+    assert agent["greeting"] is None and agent["publishedVersionId"] == ids["version_id"]
+    assert (await owner.get(f"/agents/{ids['agent_id']}/skills/{ids['skill_id']}")).status_code == 200
+
+
+@pytest.mark.parametrize("listing", ["/agents", "/audit-logs"])
+async def test_org_level_lists_never_show_another_organization(tenants: TenantFactory, listing: str) -> None:
+    owner, stranger = await tenants(), await tenants()
+    await _owned_resources(owner)
+    body = (await stranger.get(listing)).json()
+    assert body["success"] is True
+    if listing == "/agents":
+        assert body["data"] == []
+    else:
+        assert all(e["actor"]["id"] != owner.key for e in body["data"])
+        owner_key_ids = {e["actor"]["id"] for e in (await owner.get(listing)).json()["data"]}
+        assert owner_key_ids.isdisjoint({e["actor"]["id"] for e in body["data"]})
