@@ -11,7 +11,7 @@ enforcement can never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
@@ -62,7 +62,7 @@ def _bearer_token(request: Request) -> str | None:
 
 
 class ApiRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         needed = required_scope(self)
         if needed is None:

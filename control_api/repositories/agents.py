@@ -33,7 +33,8 @@ async def get(conn: AsyncConnection, org_id: str, agent_id: str) -> sa.Row[Any]:
     ).first()
     if row is None:
         raise NotFound(f"agent {agent_id} not found")
-    return row
+    found: sa.Row[Any] = row
+    return found
 
 
 async def list_page(
