@@ -99,7 +99,7 @@ def shutdown_on_signals(shutdown: Shutdown) -> Iterator[None]:
 
 class _UvicornServer(uvicorn.Server):
     """uvicorn without its own signal handling, which would re-raise SIGTERM after a graceful stop and so
-    kill the process with a signal; `run_server` owns the signals and relays them (see `_serve_api`)."""
+    kill the process with a signal; `run_server` owns the signals and relays them (see `_relay_shutdown`)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
