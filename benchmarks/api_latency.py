@@ -79,7 +79,31 @@ async def lifecycle(http: httpx.AsyncClient, samples: dict[str, list[float]], n:
     await timed(samples, "list agents", http.get("/agents", params={"limit": 20}))
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, base: str, key: str) -> dict[str, Any]:
+    results: dict[str, Any] = {"database": "postgresql" if args.database_url else "sqlite", "phases": {}}
+    await wait_ready(base)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=f"{base}/api/v1", headers=headers, timeout=30) as http:
+        for phase, concurrency in (("serial", 1), (f"concurrency {args.concurrency}", args.concurrency)):
+            samples: dict[str, list[float]] = {}
+            started = time.perf_counter()
+            for batch in range(0, args.requests, concurrency):
+                await asyncio.gather(*[lifecycle(http, samples, hash((phase, batch, i)))
+                                       for i in range(concurrency)])
+            elapsed = time.perf_counter() - started
+            total = sum(len(v) for v in samples.values())
+            results["phases"][phase] = {
+                "requestsPerSecond": total / elapsed,
+                "operations": {
+                    name: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95),
+                           "p99_ms": percentile(v, 99), "mean_ms": statistics.fmean(v), "n": len(v)}
+                    for name, v in samples.items()
+                },
+            }
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = tempfile.mkdtemp(prefix="flowyte-bench-")
     env = {**os.environ, "FLOWYTE_DATA_DIR": data_dir, "FLOWYTE_RATE_LIMIT_PER_MINUTE": "1000000"}
     if args.database_url:
@@ -90,32 +114,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         [sys.executable, "-m", "control_api.cli", "serve", "--http-port", str(port)], env=env,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
-    results: dict[str, Any] = {"database": "postgresql" if args.database_url else "sqlite", "phases": {}}
     try:
-        await wait_ready(base)
-        headers = {"Authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(base_url=f"{base}/api/v1", headers=headers, timeout=30) as http:
-            for phase, concurrency in (("serial", 1), (f"concurrency {args.concurrency}", args.concurrency)):
-                samples: dict[str, list[float]] = {}
-                started = time.perf_counter()
-                for batch in range(0, args.requests, concurrency):
-                    await asyncio.gather(*[lifecycle(http, samples, hash((phase, batch, i)))
-                                           for i in range(concurrency)])
-                elapsed = time.perf_counter() - started
-                total = sum(len(v) for v in samples.values())
-                results["phases"][phase] = {
-                    "requestsPerSecond": total / elapsed,
-                    "operations": {
-                        name: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95),
-                               "p99_ms": percentile(v, 99), "mean_ms": statistics.fmean(v), "n": len(v)}
-                        for name, v in samples.items()
-                    },
-                }
+        return asyncio.run(measure(args, f"http://127.0.0.1:{port}", key))
     finally:
         server.terminate()
         server.wait(timeout=10)
-    return results
 
 
 def report(results: dict[str, Any]) -> None:
@@ -157,7 +160,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
-    results = asyncio.run(run(args))
+    results = run(args)
     report(results)
     RESULTS.mkdir(exist_ok=True)
     suffix = results["database"]
