@@ -19,7 +19,6 @@ from control_api.http.routing import API_PREFIX, SECURITY_SCHEME
 from control_api.routes import agents, audit, guardrails, skills, versions
 from control_api.services import Services
 
-
 _SCOPE_DESCRIPTIONS = {s: s for s in ALL_SCOPES}
 
 _PROBLEM_SCHEMA: dict[str, Any] = {
