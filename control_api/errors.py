@@ -6,6 +6,7 @@ The tree::
     ├── ValidationFailed          400 validation_error (errors[] names each field)
     ├── Unauthorized              401 unauthorized (+ WWW-Authenticate)
     ├── Forbidden                 403 insufficient_scope / forbidden
+    ├── PaymentRequired           402 insufficient_funds (the wallet cannot pay)
     ├── NotFound                  404 not_found (also: another organization's resource)
     ├── MethodNotAllowed          405 method_not_allowed (+ Allow)
     ├── Conflict                  409 conflict, version_conflict, duplicate_name, idempotency_in_flight, ...
@@ -105,6 +106,12 @@ class Unauthorized(ApiError):
             detail,
             headers={"WWW-Authenticate": f'Bearer realm="flowyte", error="{error}"'},
         )
+
+
+class PaymentRequired(ApiError):
+    status = 402
+    code = "insufficient_funds"
+    title = "Payment required"
 
 
 class Forbidden(ApiError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,6 +18,10 @@ class Services:
     engine: AsyncEngine
     clock: Clock = field(default_factory=SystemClock)
     rate_limiter: RateLimiter | None = None
+    # Where phone numbers come from (control_api.numbers.carrier.Carrier); the sandbox carrier by default.
+    carrier: Any = None
+    # How card payments are taken (control_api.billing.payments.PaymentProvider); settles locally by default.
+    payments: Any = None
 
     def __post_init__(self) -> None:
         if self.rate_limiter is None:

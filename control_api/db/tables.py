@@ -114,3 +114,151 @@ audit_logs = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.Index("ix_audit_logs_org_seq", "org_id", "seq"),
 )
+
+# --- Billing: a prepaid wallet on an append-only ledger (migration 0002) ---
+
+wallets = sa.Table(
+    "wallets",
+    metadata,
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), primary_key=True),
+    # SUM(ledger_entries.amount_credits) for the org, maintained in the same transaction as every entry;
+    # the row is also the per-organization lock that serializes money movements.
+    sa.Column("balance_credits", sa.BigInteger(), nullable=False),
+    sa.Column("auto_reload_enabled", sa.Boolean(), nullable=False),
+    sa.Column("auto_reload_threshold_credits", sa.BigInteger(), nullable=False),
+    sa.Column("auto_reload_amount_credits", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+)
+
+ledger_entries = sa.Table(
+    "ledger_entries",
+    metadata,
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    # The request's idempotency key or the usage event id: what makes a retry land exactly once.
+    sa.Column("entry_key", sa.String(300), nullable=False),
+    sa.Column("kind", sa.String(30), nullable=False),
+    # Signed: credits in are positive, debits negative. 1 credit = 1 cent.
+    sa.Column("amount_credits", sa.BigInteger(), nullable=False),
+    sa.Column("balance_after_credits", sa.BigInteger(), nullable=False),
+    sa.Column("agent_id", sa.String(40), nullable=True),
+    sa.Column("reference_id", sa.String(80), nullable=True),
+    sa.Column("description", sa.String(500), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.UniqueConstraint("org_id", "entry_key", name="uq_ledger_entries_key"),
+    sa.Index("ix_ledger_entries_org_seq", "org_id", "seq"),
+)
+
+usage_items = sa.Table(
+    "usage_items",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("ledger_entry_id", sa.String(40), nullable=True),
+    sa.Column("agent_id", sa.String(40), nullable=True),
+    sa.Column("channel", sa.String(20), nullable=False),  # voice | chat | transfer_minute | number
+    sa.Column("quantity", sa.Numeric(18, 3), nullable=False),
+    sa.Column("unit", sa.String(20), nullable=False),
+    sa.Column("credits", sa.BigInteger(), nullable=False),
+    sa.Column("detail", sa.JSON(), nullable=False),
+    sa.Column("usage_date", sa.String(10), nullable=False),  # YYYY-MM-DD (UTC): daily records group on it
+    sa.Column("occurred_at", sa.DateTime(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.UniqueConstraint("org_id", "event_id", name="uq_usage_items_event"),
+    sa.Index("ix_usage_items_org_date", "org_id", "usage_date"),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), primary_key=True),
+    sa.Column("plan_id", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("current_period", sa.String(7), nullable=False),  # YYYY-MM the included minutes belong to
+    sa.Column("started_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+)
+
+payment_intents = sa.Table(
+    "payment_intents",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("provider_ref", sa.String(200), nullable=False),
+    sa.Column("purpose", sa.String(20), nullable=False),  # topup | auto_reload
+    # The request's Idempotency-Key (or the triggering ledger entry for auto-reload): never charge twice.
+    sa.Column("request_key", sa.String(300), nullable=False),
+    sa.Column("amount_credits", sa.BigInteger(), nullable=False),
+    sa.Column("client_secret", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # processing | succeeded | failed
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("settled_at", sa.DateTime(), nullable=True),
+    sa.UniqueConstraint("org_id", "request_key", name="uq_payment_intents_key"),
+)
+
+# --- Numbers: the sandbox carrier's inventory, holds, and owned numbers (migration 0002) ---
+
+sandbox_inventory = sa.Table(
+    "sandbox_inventory",
+    metadata,
+    sa.Column("e164", sa.String(20), primary_key=True),
+    sa.Column("area_code", sa.String(3), nullable=False),
+    sa.Column("locality", sa.String(100), nullable=False),
+    sa.Column("region", sa.String(2), nullable=False),
+    sa.Column("number_type", sa.String(10), nullable=False),  # local | toll_free
+    sa.Column("features", sa.String(100), nullable=False),  # space-separated: voice sms mms fax
+    sa.Column("monthly_cost_credits", sa.Integer(), nullable=False),
+    sa.Column("setup_cost_credits", sa.Integer(), nullable=False),
+    sa.Index("ix_sandbox_inventory_area", "area_code"),
+    sa.Index("ix_sandbox_inventory_region", "region"),
+)
+
+number_reservations = sa.Table(
+    "number_reservations",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("e164", sa.String(20), nullable=False),
+    # active | released | consumed | expired. An active hold past expires_at is expired when read.
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("expires_at", sa.DateTime(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Index(
+        "uq_number_reservations_active",
+        "e164",
+        unique=True,
+        sqlite_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active'"),
+    ),
+)
+
+phone_numbers = sa.Table(
+    "phone_numbers",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("e164", sa.String(20), nullable=False),
+    sa.Column("number_type", sa.String(10), nullable=False),
+    sa.Column("features", sa.String(100), nullable=False),
+    sa.Column("locality", sa.String(100), nullable=True),
+    sa.Column("region", sa.String(2), nullable=True),
+    sa.Column("provider", sa.String(40), nullable=False),
+    sa.Column("source", sa.String(10), nullable=False),  # purchased | imported
+    sa.Column("agent_id", sa.String(40), nullable=True),
+    sa.Column("monthly_cost_credits", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.Column("released_at", sa.DateTime(), nullable=True),
+    # One live owner per number, across every organization.
+    sa.Index(
+        "uq_phone_numbers_live_e164",
+        "e164",
+        unique=True,
+        sqlite_where=sa.text("released_at IS NULL"),
+        postgresql_where=sa.text("released_at IS NULL"),
+    ),
+    sa.Index("ix_phone_numbers_org_created", "org_id", "created_at", "id"),
+)

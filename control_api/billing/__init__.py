@@ -1,0 +1,1 @@
+"""Money: the prepaid wallet on an append-only ledger, plans, metering, payments and invoices."""
