@@ -21,6 +21,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
+
+# CI machines are shared and slow at times: judge properties by their results, not generation speed.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 from control_api.auth.keys import create_key
 from control_api.auth.scopes import ALL_SCOPES
