@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_api.repositories import agents as agents_repo
+from control_api.repositories import skills as skills_repo
 from runtime.agent_config import CONFIG_SCHEMA_VERSION, CompiledAgent
 
 
@@ -26,5 +27,10 @@ def build_config(agent: sa.Row[Any], skill_specs: list[dict[str, Any]]) -> dict[
 
 
 async def compile_draft(conn: AsyncConnection, org_id: str, agent: sa.Row[Any]) -> CompiledAgent:
-    config = build_config(agent, await agents_repo.skill_specs(conn, org_id, agent.id))
+    # Skill rows written before skills carried parametersSchema are upgraded as they are read.
+    specs = [
+        {**skills_repo.current_spec({k: v for k, v in spec.items() if k != "id"}), "id": spec["id"]}
+        for spec in await agents_repo.skill_specs(conn, org_id, agent.id)
+    ]
+    config = build_config(agent, specs)
     return CompiledAgent.from_config(config, is_draft=True)

@@ -40,7 +40,7 @@ def _data_flow(skill: Skill) -> dict[str, Any]:
         url = str(config.get("url", ""))
         flow["sendsTo"] = urlsplit(url).netloc or url
         flow["method"] = config.get("method", "POST")
-        flow["fields"] = [p.get("name") for p in config.get("parameters", [])]
+        flow["fields"] = list(skill.parameters_schema.get("properties", {}))
     elif skill.skill_type == "transfer":
         flow["sendsTo"] = config.get("destination")
         flow["fields"] = ["caller ID"]

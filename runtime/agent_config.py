@@ -5,6 +5,10 @@ dict, stores its canonical JSON, and stamps it with a SHA-256 of that text. `Com
 frozen view of such a config; `from_config(to_config(x)) == x` and the hash of a stored version never
 changes. Provenance (version id and number, draft or not) rides beside the config and is not hashed.
 
+Each skill carries `parametersSchema`, the JSON Schema (an object with `properties` and `required`) of the
+arguments the model fills in when it calls the skill as a tool. Configs stored before skills had it load
+with `EMPTY_PARAMETERS_SCHEMA`: no arguments.
+
 The runtime reads agents through `AgentConfigSource`, implemented by the control plane, so this package
 never imports the database.
 """
@@ -20,6 +24,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 CONFIG_SCHEMA_VERSION = 1
+EMPTY_PARAMETERS_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}, "required": []}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -117,6 +122,7 @@ class Skill:
     description: str
     skill_type: str
     execution_config_json: str  # canonical JSON: kept as text so the dataclass stays immutable
+    parameters_schema_json: str  # canonical JSON Schema of the tool's arguments
     enabled: bool
     requires_verified_identity: bool
     verification_level: str  # "basic" | "step_up"
@@ -128,6 +134,11 @@ class Skill:
     def execution_config(self) -> dict[str, Any]:
         config: dict[str, Any] = json.loads(self.execution_config_json)
         return config
+
+    @property
+    def parameters_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = json.loads(self.parameters_schema_json)
+        return schema
 
 
 @dataclass(frozen=True)
@@ -331,6 +342,7 @@ def _skill_to_config(skill: Skill) -> dict[str, Any]:
         "description": skill.description,
         "skillType": skill.skill_type,
         "executionConfig": skill.execution_config,
+        "parametersSchema": skill.parameters_schema,
         "enabled": skill.enabled,
         "requiresVerifiedIdentity": skill.requires_verified_identity,
         "verificationLevel": skill.verification_level,
@@ -348,6 +360,7 @@ def _skill_from_config(skill: Mapping[str, Any]) -> Skill:
         description=skill["description"],
         skill_type=skill["skillType"],
         execution_config_json=_freeze_json(skill.get("executionConfig") or {}),
+        parameters_schema_json=_freeze_json(skill.get("parametersSchema") or EMPTY_PARAMETERS_SCHEMA),
         enabled=bool(skill["enabled"]),
         requires_verified_identity=bool(skill["requiresVerifiedIdentity"]),
         verification_level=skill["verificationLevel"],

@@ -85,11 +85,52 @@ drafts = st.builds(
 )
 
 
-@given(drafts)
-def test_compiled_config_round_trips_and_hash_is_stable(raw: dict[str, Any]) -> None:
+property_names = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,8}\Z")
+property_schemas = st.builds(
+    dict, type=st.sampled_from(["string", "number", "integer", "boolean", "object"]), description=st.text(max_size=10)
+) | st.builds(dict, type=st.just("array"), items=st.builds(dict, type=st.sampled_from(["string", "number"])))
+parameters_schemas = st.dictionaries(property_names, property_schemas, max_size=4).flatmap(
+    lambda properties: st.builds(
+        lambda required: {"type": "object", "properties": properties,
+                          "required": [name for name in properties if name in required]},
+        st.sets(st.sampled_from(sorted(properties))) if properties else st.just(set()),
+    )
+)
+skill_configs = st.builds(
+    dict,
+    id=st.from_regex(r"\Askl_[a-z0-9]{4}\Z"),
+    name=st.text(min_size=1, max_size=10),
+    description=st.text(min_size=1, max_size=10),
+    skillType=st.sampled_from(["transfer", "end_call", "http_webhook", "geo", "take_message"]),
+    executionConfig=json_object,
+    parametersSchema=parameters_schemas,
+    enabled=st.booleans(),
+    requiresVerifiedIdentity=st.booleans(),
+    verificationLevel=st.sampled_from(["basic", "step_up"]),
+    allowedFields=st.none() | st.lists(st.text("abc", min_size=1, max_size=3), max_size=2),
+    requiresConfirmation=st.booleans(),
+    stakes=st.sampled_from(["low", "medium", "high"]),
+)
+
+
+@given(drafts, st.lists(skill_configs, max_size=3))
+def test_compiled_config_round_trips_and_hash_is_stable(raw: dict[str, Any], skills: list[dict[str, Any]]) -> None:
     draft = AgentDraft.model_validate(raw).stored()
-    config = {**draft, "schemaVersion": 1, "agentId": "agt_x", "skills": [], "guardrails": [],
+    config = {**draft, "schemaVersion": 1, "agentId": "agt_x", "skills": skills, "guardrails": [],
               "callerVerification": []}
     compiled = CompiledAgent.from_config(config)
     assert CompiledAgent.from_config(compiled.to_config()) == compiled
     assert compiled.config_hash == config_hash(compiled.to_config())
+    assert [s.parameters_schema for s in compiled.skills] == [s["parametersSchema"] for s in skills]
+
+
+@given(drafts, skill_configs)
+def test_configs_stored_before_skills_had_arguments_still_load(raw: dict[str, Any], skill: dict[str, Any]) -> None:
+    legacy_skill = {k: v for k, v in skill.items() if k != "parametersSchema"}
+    config = {**AgentDraft.model_validate(raw).stored(), "schemaVersion": 1, "agentId": "agt_x",
+              "skills": [legacy_skill], "guardrails": [], "callerVerification": []}
+    compiled = CompiledAgent.from_config(config)
+    assert compiled.config_hash == config_hash(config)  # a stored version keeps its hash
+    assert compiled.skills[0].parameters_schema == {"type": "object", "properties": {}, "required": []}
+    upgraded = CompiledAgent.from_config(compiled.to_config())
+    assert CompiledAgent.from_config(upgraded.to_config()) == upgraded

@@ -3,14 +3,18 @@ agent's) is simply not found.
 
 Names are unique per agent case-insensitively: `name_key` holds the normalized name and the constraint
 `uq_skills_agent_name` enforces it; a write that breaks it becomes 409 `duplicate_name`.
+
+Specs are read through `current_spec`, which upgrades rows written before skills carried `parametersSchema`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,9 +23,25 @@ from control_api.errors import Conflict, NotFound, field_error
 from control_api.http.envelope import decode_cursor
 from control_api.repositories import agents as agents_repo
 from control_api.repositories.keyset import next_cursor
-from control_api.schemas.skills import name_key
+from control_api.schemas.skills import SkillSpec, name_key, object_schema
 
 _UNIQUE_NAME_MARKERS = ("uq_skills_agent_name", "skills.agent_id, skills.name_key")
+
+
+def current_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored spec in today's form; nothing is written back.
+
+    A spec written before skills carried `parametersSchema` (an http_webhook then also stored
+    `executionConfig.parameters` and `timeoutSeconds`) is validated again, which derives and normalizes
+    exactly as a new write would. If today's rules reject it (take_message fields that are not identifiers),
+    it is kept readable with no arguments, and the next edit of the skill has to fix it.
+    """
+    if "parametersSchema" in spec:
+        return dict(spec)
+    try:
+        return SkillSpec.model_validate(spec).stored()
+    except ValidationError:
+        return {**spec, "parametersSchema": object_schema({})}
 
 
 async def get(conn: AsyncConnection, org_id: str, agent_id: str, skill_id: str) -> sa.Row[Any]:

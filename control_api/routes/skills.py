@@ -21,7 +21,7 @@ from control_api.http.routing import API_PREFIX, ApiRoute, principal_of, scope, 
 from control_api.ids import new_id
 from control_api.repositories import agents as agents_repo
 from control_api.repositories import skills as skills_repo
-from control_api.schemas.skills import SKILL_TYPES, SkillPatch, SkillSpec
+from control_api.schemas.skills import SKILL_TYPES, SkillPatch, SkillSpec, merge_patch
 
 router = APIRouter(prefix=API_PREFIX, route_class=ApiRoute, tags=["Skills"])
 
@@ -30,7 +30,7 @@ def skill_resource(row: sa.Row[Any]) -> dict[str, Any]:
     return {
         "id": row.id,
         "agentId": row.agent_id,
-        **row.spec,
+        **skills_repo.current_spec(row.spec),
         "createdAt": iso(row.created_at),
         "updatedAt": iso(row.updated_at),
     }
@@ -115,8 +115,10 @@ async def update_skill(agent_id: str, skill_id: str, body: SkillPatch, request: 
         await skills_repo.lock_agent(conn, principal.org_id, agent_id, now)
         row = await skills_repo.get(conn, principal.org_id, agent_id, skill_id)
         # Each field sent replaces the stored one; the merged skill is validated as a whole, so a new
-        # skillType is checked against the executionConfig it will run with.
-        spec = validate_skill({**row.spec, **body.changes()}).stored()
+        # skillType is checked against the executionConfig it will run with, and derived arguments are
+        # derived again from the new config (see `merge_patch`).
+        stored = skills_repo.current_spec(row.spec)
+        spec = validate_skill(merge_patch(stored, body.changes())).stored()
         await skills_repo.update(conn, principal.org_id, agent_id, skill_id, spec=spec, now=now)
         row = await skills_repo.get(conn, principal.org_id, agent_id, skill_id)
     return ok(skill_resource(row))
