@@ -7,8 +7,8 @@ each server as a task that stops when a shutdown is requested:
     SIGINT/SIGTERM again -> Shutdown.forced:    every server stops now
     any server ending    -> Shutdown.requested: the others follow, so the process never half-runs
 
-Today the only server is the HTTP API (uvicorn on uvloop + httptools); the SIP and media servers join the
-same task group and watch the same `Shutdown`.
+Today the only server is the HTTP API (uvicorn on uvloop + httptools), beside the knowledge ingestion
+worker; the SIP and media servers join the same task group and watch the same `Shutdown`.
 
 The key commands of the CLI (`flowyte keys ...`) also live here: each opens the engine, migrates, does one
 transaction and disposes the engine.
@@ -31,8 +31,12 @@ import uvloop
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from control_api.auth.keys import KeyRecord, create_key, list_keys, revoke_key
+from control_api.billing.subscriptions import renew_subscriptions
 from control_api.clock import Clock, SystemClock
 from control_api.db.engine import create_engine, migrate
+from control_api.jobs import Job, run_periodically
+from control_api.numbers.inventory import ensure_seeded
+from control_api.numbers.rental import charge_number_rentals
 from control_api.services import Services
 from control_api.settings import Settings
 
@@ -168,14 +172,28 @@ async def run_server(settings: Settings, shutdown: Shutdown | None = None) -> No
             from control_api.http.app import create_app
 
             services = Services(settings=settings, engine=engine)
+            async with engine.begin() as conn:
+                await ensure_seeded(conn)  # the sandbox carrier's number inventory
             api = _UvicornServer(uvicorn_config(create_app(services), settings))
             sock = listen(settings.host, settings.http_port)
             announce(f"API listening on {http_url(sock)}")
             # One task per server; the SIP and media servers will join this group.
             async with asyncio.TaskGroup() as group:
                 group.create_task(_serve_api(api, sock, shutdown))
+                # Number rentals and plan renewals: idempotent per month, so at every start and then daily.
+                group.create_task(run_periodically(housekeeping_jobs(services), shutdown.requested))
+                # Knowledge ingestion and its auto-refresh tick; a restart resumes sources left pending.
+                assert services.knowledge is not None
+                group.create_task(services.knowledge.run(shutdown.requested))
         finally:
             await engine.dispose()
+
+
+def housekeeping_jobs(services: Services) -> list[Job]:
+    return [
+        Job("number rentals", lambda: charge_number_rentals(services)),
+        Job("subscription renewals", lambda: renew_subscriptions(services)),
+    ]
 
 
 def serve(settings: Settings) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control_api.billing.metering import Meter
+from control_api.billing.payments import LocalPaymentProvider, PaymentProvider
 from control_api.clock import Clock, SystemClock
+from control_api.knowledge.service import KnowledgeService
+from control_api.numbers.carrier import Carrier, SandboxCarrier
 from control_api.ratelimit import RateLimiter
 from control_api.settings import Settings
 
@@ -19,10 +22,18 @@ class Services:
     clock: Clock = field(default_factory=SystemClock)
     rate_limiter: RateLimiter | None = None
     # Where phone numbers come from (control_api.numbers.carrier.Carrier); the sandbox carrier by default.
-    carrier: Any = None
+    carrier: Carrier = field(default_factory=SandboxCarrier)
     # How card payments are taken (control_api.billing.payments.PaymentProvider); settles locally by default.
-    payments: Any = None
+    payments: PaymentProvider = field(default_factory=LocalPaymentProvider)
+    # Knowledge ingestion, retrieval and gaps (control_api.knowledge.service); built on the engine by default.
+    knowledge: KnowledgeService | None = None
+    # The metering API the runtime bills calls and chats through (record_usage, can_serve).
+    meter: Meter | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limiter is None:
             self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute)
+        if self.meter is None:
+            self.meter = Meter(self.engine, self.clock, self.payments)
+        if self.knowledge is None:
+            self.knowledge = KnowledgeService(self.engine, self.clock)

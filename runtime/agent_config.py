@@ -9,6 +9,10 @@ Each skill carries `parametersSchema`, the JSON Schema (an object with `properti
 arguments the model fills in when it calls the skill as a tool. Configs stored before skills had it load
 with `EMPTY_PARAMETERS_SCHEMA`: no arguments.
 
+`knowledge` is the snapshot of the indexed knowledge sources (see `runtime.knowledge`). It is written only
+when there is some, so an agent without knowledge hashes as before, and a config stored before knowledge
+existed loads with an empty snapshot.
+
 The runtime reads agents through `AgentConfigSource`, implemented by the control plane, so this package
 never imports the database.
 """
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
+
+from runtime.knowledge import EMPTY_SNAPSHOT, KnowledgeSnapshot
 
 CONFIG_SCHEMA_VERSION = 1
 EMPTY_PARAMETERS_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}, "required": []}
@@ -186,6 +192,8 @@ class CompiledAgent:
     version_id: str | None = None
     version_number: int | None = None
     is_draft: bool = False
+    # Hashed (it is part of the config) but last so it can default: the knowledge this version searches.
+    knowledge: KnowledgeSnapshot = EMPTY_SNAPSHOT
 
     def is_open(self, at: datetime) -> bool:
         """No business hours configured means always open."""
@@ -195,6 +203,12 @@ class CompiledAgent:
         return tuple(s for s in self.skills if s.enabled)
 
     def to_config(self) -> dict[str, Any]:
+        config = self._base_config()
+        if self.knowledge:
+            config["knowledge"] = self.knowledge.to_config()
+        return config
+
+    def _base_config(self) -> dict[str, Any]:
         return {
             "schemaVersion": CONFIG_SCHEMA_VERSION,
             "agentId": self.agent_id,
@@ -313,6 +327,7 @@ class CompiledAgent:
             version_id=version_id,
             version_number=version_number,
             is_draft=is_draft,
+            knowledge=KnowledgeSnapshot.from_config(config.get("knowledge")),
         )
 
 

@@ -23,17 +23,18 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
-# CI machines are shared and slow at times: judge properties by their results, not generation speed.
-settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("ci")
-
 from control_api.auth.keys import create_key
 from control_api.auth.scopes import ALL_SCOPES
 from control_api.clock import SystemClock
 from control_api.db.engine import create_engine, migrate
 from control_api.http.app import create_app
+from control_api.numbers.inventory import ensure_seeded
 from control_api.services import Services
 from control_api.settings import Settings
+
+# CI machines are shared and slow at times: judge properties by their results, not generation speed.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 POSTGRES_URL = os.environ.get("FLOWYTE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = [b for b in os.environ.get("FLOWYTE_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
@@ -43,6 +44,8 @@ async def _migrate(url: str) -> None:
     engine = create_engine(url)
     try:
         await migrate(engine)
+        async with engine.begin() as conn:
+            await ensure_seeded(conn)
     finally:
         await engine.dispose()
 

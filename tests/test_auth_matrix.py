@@ -7,6 +7,7 @@ no entry in BODIES fails here until someone says what a valid request to it look
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import pytest
@@ -29,6 +30,19 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/v1/agents/{agent_id}/skills/{skill_id}"): {"description": "pwned"},
     ("PUT", "/api/v1/agents/{agent_id}/guardrails"): [],
     ("PUT", "/api/v1/agents/{agent_id}/caller-verification"): [],
+    ("POST", "/api/v1/billing/wallet/credit"): {"amountUsd": 5},
+    ("PUT", "/api/v1/billing/wallet/auto-reload"): {"enabled": True, "thresholdUsd": 10, "amountUsd": 20},
+    ("POST", "/api/v1/billing/wallet/topup"): {"amountUsd": 10},
+    ("POST", "/api/v1/billing/subscription"): {"planId": "payg"},
+    ("POST", "/api/v1/numbers/reserve"): {"e164": "+14155551234"},
+    ("POST", "/api/v1/numbers/purchase"): {"e164": "+14155551234"},
+    ("POST", "/api/v1/numbers/import"): {"e164": "+16465550100"},
+    ("POST", "/api/v1/numbers/{number_id}/assign"): {"agentId": "{agent_id}"},
+    ("POST", "/api/v1/agents/{agent_id}/knowledge/sources"): {"kind": "text", "label": "Intruder", "text": "x"},
+    ("PATCH", "/api/v1/agents/{agent_id}/knowledge/sources/{source_id}"): {"label": "pwned"},
+    ("POST", "/api/v1/agents/{agent_id}/knowledge/sources/{source_id}/refresh"): None,
+    ("POST", "/api/v1/agents/{agent_id}/knowledge/preview"): {"query": "what do you know?"},
+    ("PATCH", "/api/v1/agents/{agent_id}/knowledge-gaps/{gap_id}"): {"status": "dismissed"},
 }
 
 # Operations that act on no resource of the caller's: another organization's key simply gets its own.
@@ -37,6 +51,23 @@ ORG_LEVEL = {
     ("POST", "/api/v1/agents"),
     ("GET", "/api/v1/skill-types"),
     ("GET", "/api/v1/audit-logs"),
+    ("GET", "/api/v1/billing/wallet"),
+    ("POST", "/api/v1/billing/wallet/credit"),
+    ("PUT", "/api/v1/billing/wallet/auto-reload"),
+    ("POST", "/api/v1/billing/wallet/topup"),
+    ("GET", "/api/v1/billing/plans"),
+    ("GET", "/api/v1/billing/subscription"),
+    ("POST", "/api/v1/billing/subscription"),
+    ("GET", "/api/v1/billing/usage"),
+    ("GET", "/api/v1/billing/usage/items"),
+    ("GET", "/api/v1/billing/invoices"),
+    ("GET", "/api/v1/numbers"),
+    ("GET", "/api/v1/numbers/search"),
+    ("GET", "/api/v1/numbers/available/{e164}"),
+    ("POST", "/api/v1/numbers/reserve"),
+    ("POST", "/api/v1/numbers/purchase"),
+    ("POST", "/api/v1/numbers/import"),
+    ("POST", "/api/v1/uploads"),
 }
 
 
@@ -61,11 +92,23 @@ async def _owned_resources(owner: Tenant) -> dict[str, str]:
     assert skill.status_code == 201, skill.text
     version = await owner.post(f"/agents/{agent['id']}/publish")
     assert version.status_code == 201, version.text
+    number = await owner.post("/numbers/import", json={"e164": _unused_number(), "agentId": agent["id"]})
+    assert number.status_code == 201, number.text
+    available = (await owner.get("/numbers/search")).json()["data"][0]["e164"]
+    hold = await owner.post("/numbers/reserve", json={"e164": available})
+    assert hold.status_code == 201, hold.text
     return {
         "agent_id": agent["id"],
         "skill_id": skill.json()["data"]["id"],
         "version_id": version.json()["data"]["id"],
+        "number_id": number.json()["data"]["id"],
+        "reservation_id": hold.json()["data"]["id"],
     }
+
+
+def _unused_number() -> str:
+    """A New York number outside the sandbox inventory (its 646 area code is not stocked)."""
+    return f"+1646{secrets.randbelow(8_000_000) + 2_000_000}"
 
 
 def _fill(template: Any, ids: dict[str, str]) -> Any:
@@ -123,6 +166,8 @@ async def test_another_organizations_key_gets_404_on_every_resource(tenants: Ten
     agent = (await owner.get(f"/agents/{ids['agent_id']}")).json()["data"]
     assert agent["greeting"] is None and agent["publishedVersionId"] == ids["version_id"]
     assert (await owner.get(f"/agents/{ids['agent_id']}/skills/{ids['skill_id']}")).status_code == 200
+    number = (await owner.get(f"/numbers/{ids['number_id']}")).json()["data"]
+    assert number["status"] == "assigned" and number["agentId"] == ids["agent_id"]
 
 
 @pytest.mark.parametrize("listing", ["/agents", "/audit-logs"])

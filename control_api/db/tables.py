@@ -262,3 +262,101 @@ phone_numbers = sa.Table(
     ),
     sa.Index("ix_phone_numbers_org_created", "org_id", "created_at", "id"),
 )
+
+# --- Knowledge: sources, their indexed generations and passages, uploads, and gaps (migration 0003) ---
+
+knowledge_sources = sa.Table(
+    "knowledge_sources",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("agent_id", sa.String(40), sa.ForeignKey("agents.id"), nullable=False),
+    sa.Column("kind", sa.String(10), nullable=False),  # text | faq | url | file
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),  # pending | indexed | error
+    # Why the last ingestion failed; a failed refresh of an indexed source keeps it indexed and says why here.
+    sa.Column("error", sa.String(1000), nullable=True),
+    # What the source was made from: {text} | {items} | {url} | {fileId, filename, contentType, size}.
+    sa.Column("spec", sa.JSON(), nullable=False),
+    # The text of the current generation, and the SHA-256 that decides whether a re-crawl changed anything.
+    sa.Column("content", sa.Text(), nullable=True),
+    sa.Column("content_hash", sa.String(64), nullable=True),
+    sa.Column("generation", sa.Integer(), nullable=True),  # the generation the draft searches
+    sa.Column("chunk_count", sa.Integer(), nullable=False),
+    sa.Column("auto_refresh", sa.Boolean(), nullable=False),
+    sa.Column("refresh_interval_hours", sa.Integer(), nullable=False),
+    sa.Column("next_refresh_at", sa.DateTime(), nullable=True),
+    # Set while work on the source is owed (ingest or re-crawl); a restarted worker resumes these rows.
+    sa.Column("queued_at", sa.DateTime(), nullable=True),
+    sa.Column("last_checked_at", sa.DateTime(), nullable=True),
+    sa.Column("last_changed_at", sa.DateTime(), nullable=True),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    # A deleted source leaves the draft; its generations stay while a published version names them.
+    sa.Column("deleted_at", sa.DateTime(), nullable=True),
+    sa.Index("ix_knowledge_sources_agent_created", "org_id", "agent_id", "created_at", "id"),
+    sa.Index("ix_knowledge_sources_queued", "queued_at"),
+    sa.Index("ix_knowledge_sources_refresh", "next_refresh_at"),
+)
+
+knowledge_generations = sa.Table(
+    "knowledge_generations",
+    metadata,
+    sa.Column("source_id", sa.String(40), sa.ForeignKey("knowledge_sources.id"), primary_key=True),
+    sa.Column("generation", sa.Integer(), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("chunk_count", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    # When a newer generation (or the source's deletion) replaced it in the draft; null while current.
+    sa.Column("superseded_at", sa.DateTime(), nullable=True),
+)
+
+knowledge_chunks = sa.Table(
+    "knowledge_chunks",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("source_id", sa.String(40), sa.ForeignKey("knowledge_sources.id"), nullable=False),
+    sa.Column("generation", sa.Integer(), nullable=False),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("embedding", sa.LargeBinary(), nullable=False),  # float32 little-endian, L2-normalized
+    sa.Index("ix_knowledge_chunks_generation", "source_id", "generation", "position"),
+)
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("content_type", sa.String(200), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    # An upload never attached by then is garbage-collected; attaching it later answers 404 file_expired.
+    sa.Column("expires_at", sa.DateTime(), nullable=False),
+    sa.Column("attached_at", sa.DateTime(), nullable=True),
+    sa.Index("ix_uploads_expires", "expires_at"),
+)
+
+knowledge_gaps = sa.Table(
+    "knowledge_gaps",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("agent_id", sa.String(40), sa.ForeignKey("agents.id"), nullable=False),
+    # The question normalized (case, punctuation, spacing): repeats of one question land on one row.
+    sa.Column("question_key", sa.String(300), nullable=False),
+    sa.Column("question", sa.String(1000), nullable=False),
+    sa.Column("occurrences", sa.Integer(), nullable=False),
+    sa.Column("last_top_score", sa.Float(), nullable=True),
+    sa.Column("last_conversation_id", sa.String(80), nullable=True),
+    sa.Column("status", sa.String(12), nullable=False),  # open | in_progress | dismissed | covered
+    sa.Column("first_seen_at", sa.DateTime(), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.UniqueConstraint("agent_id", "question_key", name="uq_knowledge_gaps_question"),
+    sa.Index("ix_knowledge_gaps_agent_seen", "org_id", "agent_id", "last_seen_at"),
+)

@@ -2,7 +2,8 @@
 
 Order of work for each HTTP request:
 1. assign a request id (echoed as `X-Request-Id`);
-2. read the body up to the limit (a bigger one gets 413 before any handler runs);
+2. read the body up to the limit (a bigger one gets 413 before any handler runs); the limit is
+   `settings.max_body_bytes` except on the operations in `BODY_LIMITS` (file uploads: 25 MB);
 3. call the app; an exception nothing else handled becomes a bare 500 problem (the cause is logged);
 4. write one audit row: who (the principal the route resolved, if any), which endpoint, status, when.
 """
@@ -20,6 +21,7 @@ from control_api.auth.keys import Principal
 from control_api.db.tables import audit_logs
 from control_api.errors import PROBLEM_CONTENT_TYPE, ApiError, PayloadTooLarge
 from control_api.ids import new_id
+from control_api.knowledge.uploads import MAX_UPLOAD_BODY_BYTES, MAX_UPLOAD_BYTES
 from control_api.services import Services
 
 Scope = MutableMapping[str, Any]
@@ -29,6 +31,13 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("flowyte.api")
+
+# (method, path) -> (body limit in bytes, the 413 problem's code and detail) where the default does not apply.
+BODY_LIMITS: dict[tuple[str, str], tuple[int, str, str]] = {
+    ("POST", "/api/v1/uploads"): (
+        MAX_UPLOAD_BODY_BYTES, "file_too_large", f"the upload exceeds the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit"
+    ),
+}
 
 
 async def send_problem(send: Send, error: ApiError, instance: str, request_id: str) -> None:
@@ -89,6 +98,10 @@ class ApiGuardMiddleware:
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         limit = self.services.settings.max_body_bytes
         too_large = PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+        special = BODY_LIMITS.get((str(scope.get("method", "")), str(scope.get("path", "")).rstrip("/")))
+        if special is not None:
+            limit, code, detail = special
+            too_large = PayloadTooLarge(detail, code=code, title="File too large")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
