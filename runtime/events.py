@@ -98,7 +98,9 @@ def guardrail(
     return ConversationEvent("guardrail", {"policy": policy, "decision": decision, "reason": reason, **detail}, t_ms)
 
 
-def verification(method: str, outcome: Literal["verified", "failed", "locked"], t_ms: float, **detail: Any) -> ConversationEvent:
+def verification(
+    method: str, outcome: Literal["verified", "failed", "locked"], t_ms: float, **detail: Any
+) -> ConversationEvent:
     return ConversationEvent("verification", {"method": method, "outcome": outcome, **detail}, t_ms)
 
 
