@@ -10,9 +10,11 @@ from control_api.billing.metering import Meter
 from control_api.billing.payments import LocalPaymentProvider, PaymentProvider
 from control_api.clock import Clock, SystemClock
 from control_api.knowledge.service import KnowledgeService
+from control_api.llm import process_llm
 from control_api.numbers.carrier import Carrier, SandboxCarrier
 from control_api.ratelimit import RateLimiter
 from control_api.settings import Settings
+from pipeline.llm.provider import LLMProvider
 
 
 @dataclass
@@ -29,6 +31,9 @@ class Services:
     knowledge: KnowledgeService | None = None
     # The metering API the runtime bills calls and chats through (record_usage, can_serve).
     meter: Meter | None = None
+    # The LLM chats are answered with (control_api.llm.process_llm: the local model unless
+    # FLOWYTE_LLM_BASE_URL names an OpenAI-compatible endpoint); tests pass a ScriptedLLM.
+    llm: LLMProvider | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limiter is None:
@@ -37,3 +42,5 @@ class Services:
             self.meter = Meter(self.engine, self.clock, self.payments)
         if self.knowledge is None:
             self.knowledge = KnowledgeService(self.engine, self.clock)
+        if self.llm is None:
+            self.llm = process_llm(self.settings.resolved().data_dir)

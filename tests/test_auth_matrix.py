@@ -43,6 +43,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/agents/{agent_id}/knowledge/sources/{source_id}/refresh"): None,
     ("POST", "/api/v1/agents/{agent_id}/knowledge/preview"): {"query": "what do you know?"},
     ("PATCH", "/api/v1/agents/{agent_id}/knowledge-gaps/{gap_id}"): {"status": "dismissed"},
+    ("POST", "/api/v1/chat/sessions"): {"agentId": "{agent_id}", "draftMode": True},
+    ("POST", "/api/v1/chat/sessions/{session_id}/messages"): {"content": "hello"},
+    ("POST", "/api/v1/chat/sessions/{session_id}/end"): None,
+    ("POST", "/api/v1/chat/completions"): {"model": "{agent_id}", "messages": [{"role": "user", "content": "hi"}]},
+    ("POST", "/api/v1/agents/{agent_id}/simulate"): {"mode": "text", "transcript": ["hello"]},
 }
 
 # Operations that act on no resource of the caller's: another organization's key simply gets its own.
@@ -68,6 +73,10 @@ ORG_LEVEL = {
     ("POST", "/api/v1/numbers/purchase"),
     ("POST", "/api/v1/numbers/import"),
     ("POST", "/api/v1/uploads"),
+    # `model` names the agent: another organization's agent id is a 400 there, as for any unknown model
+    # (tests/test_chat_completions.py checks it).
+    ("POST", "/api/v1/chat/completions"),
+    ("GET", "/api/v1/conversations"),
 }
 
 
@@ -94,6 +103,8 @@ async def _owned_resources(owner: Tenant) -> dict[str, str]:
     assert version.status_code == 201, version.text
     number = await owner.post("/numbers/import", json={"e164": _unused_number(), "agentId": agent["id"]})
     assert number.status_code == 201, number.text
+    chat = await owner.post("/chat/sessions", json={"agentId": agent["id"], "draftMode": True})
+    assert chat.status_code == 201, chat.text
     available = (await owner.get("/numbers/search")).json()["data"][0]["e164"]
     hold = await owner.post("/numbers/reserve", json={"e164": available})
     assert hold.status_code == 201, hold.text
@@ -103,6 +114,8 @@ async def _owned_resources(owner: Tenant) -> dict[str, str]:
         "version_id": version.json()["data"]["id"],
         "number_id": number.json()["data"]["id"],
         "reservation_id": hold.json()["data"]["id"],
+        "session_id": chat.json()["data"]["id"],
+        "conversation_id": chat.json()["data"]["conversationId"],
     }
 
 

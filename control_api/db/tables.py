@@ -360,3 +360,91 @@ knowledge_gaps = sa.Table(
     sa.UniqueConstraint("agent_id", "question_key", name="uq_knowledge_gaps_question"),
     sa.Index("ix_knowledge_gaps_agent_seen", "org_id", "agent_id", "last_seen_at"),
 )
+
+# --- Conversations and chat sessions (migration 0004) ---
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("agent_id", sa.String(40), sa.ForeignKey("agents.id"), nullable=False),
+    sa.Column("channel", sa.String(20), nullable=False),  # chat | api | simulate | voice
+    sa.Column("draft", sa.Boolean(), nullable=False),  # ran the draft (never billed)
+    sa.Column("agent_version_id", sa.String(40), nullable=True),  # the published version it ran; null for draft
+    sa.Column("agent_version_number", sa.Integer(), nullable=True),
+    sa.Column("config_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),  # active | ended
+    # completed | transferred | ended_by_agent | abandoned | error; null while active
+    sa.Column("outcome", sa.String(20), nullable=True),
+    sa.Column("summary", sa.String(300), nullable=False),  # one line, derived from first_user_text and outcome
+    sa.Column("first_user_text", sa.String(500), nullable=True),
+    sa.Column("end_user", sa.String(200), nullable=True),  # the API caller's end-user id (`user`), if given
+    sa.Column("message_count", sa.Integer(), nullable=False),
+    sa.Column("turn_count", sa.Integer(), nullable=False),
+    # Lower-cased transcript text and summary, for the portable `q` search (LIKE).
+    sa.Column("search_text", sa.Text(), nullable=False),
+    sa.Column("started_at", sa.DateTime(), nullable=False),
+    sa.Column("last_activity_at", sa.DateTime(), nullable=False),
+    sa.Column("ended_at", sa.DateTime(), nullable=True),
+    # What the brain's guardrails remember between turns (verification, lockouts, skill runs): server-side
+    # only, so a client can never claim to be verified. Null until the first turn.
+    sa.Column("brain_state", sa.JSON(), nullable=True),
+    sa.Index("ix_conversations_org_started", "org_id", "started_at", "id"),
+    sa.Index("ix_conversations_agent_started", "org_id", "agent_id", "started_at"),
+)
+
+conversation_messages = sa.Table(
+    "conversation_messages",
+    metadata,
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("conversation_id", sa.String(40), sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("turn", sa.Integer(), nullable=False),  # 0 for the greeting, then 1, 2, ... per user message
+    sa.Column("role", sa.String(10), nullable=False),  # user | assistant | tool
+    sa.Column("content", sa.Text(), nullable=False),
+    # What rebuilds the model's context: an assistant message's tool calls, a tool result's call id and name.
+    sa.Column("tool_calls", sa.JSON(), nullable=True),
+    sa.Column("tool_call_id", sa.String(80), nullable=True),
+    sa.Column("name", sa.String(200), nullable=True),
+    # Part of the transcript (user and assistant text); tool traffic is context only.
+    sa.Column("visible", sa.Boolean(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Index("ix_conversation_messages_conversation", "conversation_id", "seq"),
+)
+
+conversation_events = sa.Table(
+    "conversation_events",
+    metadata,
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("conversation_id", sa.String(40), sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("turn", sa.Integer(), nullable=False),
+    sa.Column("type", sa.String(20), nullable=False),  # runtime.events.STORED_TYPES
+    sa.Column("data", sa.JSON(), nullable=False),
+    sa.Column("t_ms", sa.Float(), nullable=False),  # since the start of its turn
+    sa.Column("occurred_at", sa.DateTime(), nullable=False),
+    sa.Index("ix_conversation_events_conversation", "conversation_id", "seq"),
+)
+
+chat_sessions = sa.Table(
+    "chat_sessions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("agent_id", sa.String(40), sa.ForeignKey("agents.id"), nullable=False),
+    sa.Column("conversation_id", sa.String(40), sa.ForeignKey("conversations.id"), nullable=False),
+    sa.Column("draft", sa.Boolean(), nullable=False),
+    # The pinned agent: a published version, or (draft mode) the draft compiled when the session started,
+    # as canonical JSON, so later edits never change a running session.
+    sa.Column("agent_version_id", sa.String(40), nullable=True),
+    sa.Column("agent_config", sa.Text(), nullable=True),
+    sa.Column("status", sa.String(10), nullable=False),  # active | ended
+    # Set while a message is being answered: one turn at a time per session (a stale mark can be taken over).
+    sa.Column("turn_started_at", sa.DateTime(), nullable=True),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.Column("ended_at", sa.DateTime(), nullable=True),
+    sa.Index("ix_chat_sessions_org_created", "org_id", "created_at", "id"),
+)

@@ -16,7 +16,21 @@ from control_api.errors import ApiError, MethodNotAllowed, NotFound
 from control_api.http.middleware import ApiGuardMiddleware
 from control_api.http.problem import problem_response, validation_failure
 from control_api.http.routing import API_PREFIX, SECURITY_SCHEME
-from control_api.routes import agents, audit, billing, guardrails, knowledge, numbers, skills, uploads, versions
+from control_api.routes import (
+    agents,
+    audit,
+    billing,
+    chat,
+    completions,
+    conversations,
+    guardrails,
+    knowledge,
+    numbers,
+    simulate,
+    skills,
+    uploads,
+    versions,
+)
 from control_api.services import Services
 
 _SCOPE_DESCRIPTIONS = {s: s for s in ALL_SCOPES}
@@ -59,7 +73,10 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
-    modules = (agents, skills, guardrails, versions, audit, numbers, billing, knowledge, uploads)
+    modules = (
+        agents, skills, guardrails, versions, audit, numbers, billing, knowledge, uploads,
+        chat, completions, simulate, conversations,
+    )
     for module in modules:
         app.include_router(module.router)
     # Every API operation, flat: for the 405 Allow header and for tests that walk all routes.

@@ -1,0 +1,560 @@
+"""The offline default: llama.cpp in-process (llama-cpp-python), Qwen2.5-Coder-0.5B-Instruct Q4_K_M.
+
+Two layers, as everywhere in this project:
+
+- `LlamaEngine` is synchronous and owns the model. One per model file per process (`LlamaEngine.shared`),
+  loaded lazily on first use, run by a single worker thread: turns of different conversations queue on
+  it and run one at a time (plus a lock, in case anything else calls in). Between tokens, and between
+  prefill chunks, it checks the turn's cancel event.
+- `LocalLlamaProvider.stream()` is the async shell: it submits a turn to the engine and relays what the
+  worker emits through a bounded asyncio queue (the worker blocks while the queue is full, so a slow
+  consumer slows generation instead of growing memory). Closing the stream early sets the cancel event,
+  drains the queue and waits for the worker to stop, so after `aclose()` returns no more tokens are made.
+
+Latency: prompts are formatted by `chat_template` so the frozen prefixes (system prompt + tools, and the
+routing table) are byte-identical across turns; `PrefixStateCache` keeps the KV state of each prefix and
+of each conversation after its last turn, so a new turn only evaluates its new messages, even when
+several conversations take turns on the model.
+
+Tools (decide-then-fill, see `chat_template`): step 1 continues the few-shot routing table for the
+caller's message under a GBNF over the declared names plus the no-tool choice, stopping as soon as the
+text pins down one name. Step 2, for a tool, continues the chat prompt as a Qwen `<tool_call>` under a
+GBNF compiled from the tool's JSON Schema, then validates the arguments with `jsonschema` before a
+`ToolCall` is emitted. Otherwise the reply streams as ordinary text. Both constrained steps are greedy
+(`constrained.GrammarSampler`, which checks the grammar lazily); `temperature` applies to text only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import concurrent.futures
+import contextlib
+import ctypes
+import json
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+from llama_cpp import Llama, llama_cpp
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from pipeline.llm import chat_template as ct
+from pipeline.llm.constrained import GrammarSampler
+from pipeline.llm.errors import LLMBadResponse, LLMError, LLMRequestError
+from pipeline.llm.model_assets import ensure_model
+from pipeline.llm.prefix_cache import PrefixStateCache, Tokens, as_tokens, common_prefix
+from pipeline.llm.types import (
+    ChatMessage,
+    Finished,
+    FinishReason,
+    GenerationSettings,
+    LLMEvent,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class LocalModelConfig:
+    model_path: Path
+    n_ctx: int = 4096
+    n_threads: int = field(default_factory=available_cores)
+    n_batch: int = 512
+    prefill_chunk: int = 64  # prompt tokens evaluated between two cancellation checks
+    cache_bytes: int = 256 << 20  # saved KV states (about 12 KiB per token for this model)
+    cache_entries: int = 32
+    max_argument_tokens: int = 200
+    # Grammar-only caps for strings and arrays the schema leaves unbounded, so that a greedy small model
+    # stuck repeating itself still closes its JSON (the arguments are validated against the real schema).
+    max_string_chars: int = 160
+    argument_repeat_penalty: float = 1.3
+    max_array_items: int = 16
+    reply_examples: tuple[str, ...] = ct.DEFAULT_REPLY_EXAMPLES  # the routing table's no-tool examples
+
+
+@dataclass
+class EngineStats:
+    """Counters since the engine was created, for tests and benchmarks."""
+
+    turns: int = 0
+    prompt_tokens_evaluated: int = 0
+    prompt_tokens_cached: int = 0
+    generated_tokens: int = 0
+    state_loads: int = 0
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    messages: tuple[ChatMessage, ...]
+    tools: tuple[ToolSpec, ...]
+    settings: GenerationSettings
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """The worker's last item for a turn."""
+
+    finish_reason: FinishReason
+
+
+class Stopped(Exception):
+    """Raised inside the worker when the consumer has gone: the turn ends quietly."""
+
+
+Emit = Callable[[LLMEvent | TurnEnd | BaseException], None]
+
+
+class _Lru(OrderedDict[str, Any]):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def get_or(self, key: str, make: Callable[[], Any]) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        while len(self) > self.limit:
+            self.popitem(last=False)
+        return value
+
+
+class LlamaEngine:
+    """One loaded model and its saved states. Everything but `submit` runs on the worker thread."""
+
+    _shared: dict[LocalModelConfig, LlamaEngine] = {}  # noqa: RUF012 - the one-model-per-process registry
+    _shared_lock = threading.Lock()
+
+    def __init__(self, config: LocalModelConfig) -> None:
+        self.config = config
+        self.stats = EngineStats()
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self._lock = threading.Lock()
+        self._llm: Llama | None = None
+        self._cache = PrefixStateCache(config.cache_bytes, config.cache_entries)
+        self._texts = _Lru(64)  # tokenized prompt prefixes
+        self._grammars = _Lru(64)  # GBNF, by JSON Schema
+
+    @classmethod
+    def shared(cls, config: LocalModelConfig) -> LlamaEngine:
+        with cls._shared_lock:
+            engine = cls._shared.get(config)
+            if engine is None:
+                engine = cls._shared[config] = cls(config)
+            return engine
+
+    def submit(self, request: TurnRequest, emit: Emit, cancel: threading.Event) -> concurrent.futures.Future[None]:
+        return self.executor.submit(self.run_turn, request, emit, cancel)
+
+    # --- on the worker thread -------------------------------------------------------------------
+
+    def load(self) -> Llama:
+        if self._llm is None:
+            if not self.config.model_path.is_file():
+                raise LLMRequestError(f"model file {self.config.model_path} does not exist")
+            self._llm = Llama(
+                str(self.config.model_path),
+                n_ctx=self.config.n_ctx,
+                n_batch=self.config.n_batch,
+                n_threads=self.config.n_threads,
+                n_threads_batch=self.config.n_threads,
+                verbose=False,
+            )
+        return self._llm
+
+    def run_turn(self, request: TurnRequest, emit: Emit, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            return
+        with self._lock:
+            llm: Llama | None = None
+            try:
+                llm = self.load()
+                _Turn(self, llm, request, emit, cancel).run()
+            except Stopped:
+                pass
+            except BaseException as exc:  # every failure goes to the consumer, which raises it
+                with contextlib.suppress(Stopped):
+                    emit(exc)
+            finally:
+                self.stats.turns += 1
+                if llm is not None:
+                    self.save_state(llm)
+
+    def tokenize(self, llm: Llama, text: str) -> Tokens:
+        return as_tokens(llm.tokenize(text.encode(), add_bos=False, special=True))
+
+    def prefix_tokens(self, llm: Llama, text: str) -> Tokens:
+        tokens: Tokens = self._texts.get_or(text, lambda: self.tokenize(llm, text))
+        return tokens
+
+    def gbnf(self, schema_json: str) -> str:
+        """The GBNF of a JSON Schema (converted once per schema)."""
+        source: str = self._grammars.get_or(schema_json, lambda: json_schema_to_gbnf(schema_json))
+        return source
+
+    def covers(self, tokens: Tokens) -> bool:
+        hit = self._cache.best(tokens)
+        return hit is not None and hit[0] >= len(tokens)
+
+    def save_state(self, llm: Llama) -> None:
+        if llm.n_tokens == 0:
+            return
+        size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
+        self._cache.put(as_tokens(llm.input_ids[: llm.n_tokens]), ctypes.string_at(buffer, written))
+
+    def prefill(self, llm: Llama, tokens: Tokens, cancel: threading.Event) -> int:
+        """Make the model hold `tokens` evaluated, reusing what it or the cache has; returns tokens reused."""
+        common = common_prefix(as_tokens(llm.input_ids[: llm.n_tokens]), tokens)
+        if common == len(tokens) == llm.n_tokens and not llm._requires_eval:
+            return common  # already evaluated, logits fresh
+        hit = self._cache.best(tokens)
+        if hit is not None and hit[0] > common:
+            length, saved = hit
+            buffer = (ctypes.c_uint8 * len(saved.data)).from_buffer_copy(saved.data)
+            if llama_cpp.llama_state_seq_set_data(llm.ctx, buffer, len(saved.data), 0):
+                llm.input_ids[: len(saved.tokens)] = saved.tokens
+                llm.n_tokens = len(saved.tokens)
+                llm._requires_eval = True
+                common = length
+                self.stats.state_loads += 1
+            else:  # the saved state does not fit this context: start over
+                llm.n_tokens = 0
+                common = 0
+        keep = min(common, len(tokens) - 1)  # always evaluate at least one token, for fresh logits
+        llm.n_tokens = keep  # the next eval drops anything held beyond this
+        step = self.config.prefill_chunk
+        for start in range(keep, len(tokens), step):
+            if cancel.is_set():
+                raise Stopped
+            llm.eval(tokens[start : start + step].tolist())
+        self.stats.prompt_tokens_evaluated += len(tokens) - keep
+        self.stats.prompt_tokens_cached += keep
+        return keep
+
+
+class _Turn:
+    """One model turn on the worker thread: route, then fill arguments or stream text."""
+
+    def __init__(
+        self, engine: LlamaEngine, llm: Llama, request: TurnRequest, emit: Emit, cancel: threading.Event
+    ) -> None:
+        self.engine, self.llm, self.request, self.emit, self.cancel = engine, llm, request, emit, cancel
+        self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self.special_stops = {int(t) for t in engine.tokenize(llm, ct.IM_START + ct.IM_END + ct.TOOL_CALL_START)}
+        self.generated = 0  # tokens sampled this turn
+        self.prompted = 0  # prompt tokens this turn (routing-table query + chat prompt)
+        self.cached = 0  # of which served from the KV cache
+
+    def run(self) -> None:
+        request, settings = self.request, self.request.settings
+        tools = request.tools
+        if len({tool.name for tool in tools}) != len(tools):
+            raise LLMRequestError("tool names must be unique")
+        if settings.tool_choice == "required" and not tools:
+            raise LLMRequestError('tool_choice "required" needs at least one tool')
+        choice = ct.NONE_ACTION
+        caller = [message for message in request.messages if message.role == "user"]
+        after_caller = bool(request.messages) and request.messages[-1].role == "user"
+        # After a caller message the routing table decides; after a tool result the model speaks (it can
+        # call another tool on the caller's next message) unless a tool call is required.
+        wanted = settings.tool_choice == "required" or (settings.tool_choice == "auto" and after_caller)
+        if tools and caller and wanted:
+            choice = self.route(caller[-1].content, allow_none=settings.tool_choice == "auto")
+        elif settings.tool_choice == "required":
+            raise LLMRequestError('tool_choice "required" needs a caller message to route')
+        prefix, prompt = self.prompt_tokens()
+        self.remember(prefix)
+        self.count_prompt(prompt)
+        reason: FinishReason
+        if choice == ct.NONE_ACTION:
+            reason = self.reply(prompt)
+        else:
+            tool = next(tool for tool in tools if tool.name == choice)
+            self.fill_arguments(_concat(prompt, self.engine.tokenize(self.llm, ct.tool_call_header(choice))), tool)
+            reason = "tool_calls"
+        self.emit(Usage(self.prompted, self.generated, self.cached))
+        self.emit(TurnEnd(reason))
+
+    def count_prompt(self, tokens: Tokens) -> None:
+        self.cached += self.engine.prefill(self.llm, tokens, self.cancel)
+        self.prompted += len(tokens)
+
+    def remember(self, prefix: Tokens) -> None:
+        """Keep the KV state of a frozen prefix (chat or routing table) unless the cache already covers it."""
+        if not self.engine.covers(prefix):
+            self.engine.prefill(self.llm, prefix, self.cancel)
+            self.engine.save_state(self.llm)
+
+    def route(self, utterance: str, allow_none: bool) -> str:
+        """Step 1: continue the routing table for `utterance` under a grammar of the declared names."""
+        tools = self.request.tools
+        label = ct.reply_label(tools)
+        options = ct.decision_options(tools, allow_none, none_label=label)
+        prefix_text = ct.render_router_prefix(tools, self.engine.config.reply_examples)
+        prefix = self.engine.prefix_tokens(self.llm, prefix_text)
+        self.remember(prefix)
+        tokens = _concat(prefix, self.engine.tokenize(self.llm, ct.router_query(utterance)))
+        self.count_prompt(tokens)
+        written = ""
+        for token in self.constrained(tokens, ct.router_grammar(options), limit=32):
+            written += self.piece(token).decode("utf-8", errors="replace")
+            choice = ct.decided(written, options, lead=ct.ROUTER_LEAD, end=ct.ROUTER_END)
+            if choice is not None:
+                return ct.NONE_ACTION if choice == label else choice
+        raise LLMBadResponse(f"the model did not choose a tool (wrote {written!r})")
+
+    def prompt_tokens(self) -> tuple[Tokens, Tokens]:
+        """The frozen prefix, and prefix + as much recent conversation as fits + assistant header."""
+        system, conversation = ct.split_system(self.request.messages)
+        prefix = self.engine.prefix_tokens(self.llm, ct.render_prefix(system, self.request.tools))
+        header = self.engine.tokenize(self.llm, ct.assistant_header())
+        budget = self.llm.n_ctx() - max(self.request.settings.max_tokens, self.engine.config.max_argument_tokens) - 32
+        messages = list(conversation)
+        while True:
+            body = self.engine.tokenize(self.llm, ct.render_conversation(messages))
+            if len(prefix) + len(body) + len(header) <= budget:
+                return prefix, _concat(prefix, body, header)
+            if len(messages) <= 1:
+                raise LLMRequestError("the system prompt, tools and latest message do not fit the context window")
+            messages.pop(0)
+            while messages and messages[0].role == "tool":
+                messages.pop(0)  # never start with a tool result whose call was dropped
+
+    def produced(self) -> None:
+        """Count one sampled token; between tokens is where a cancelled turn stops."""
+        if self.cancel.is_set():
+            raise Stopped
+        self.generated += 1
+        self.engine.stats.generated_tokens += 1
+
+    def sample(self, tokens: Tokens, *, temperature: float) -> Iterator[int]:
+        """Free text after `tokens`, ending before an end-of-turn token."""
+        self.engine.prefill(self.llm, tokens, self.cancel)
+        for token in self.llm.generate(tokens.tolist(), temp=temperature, repeat_penalty=1.0, reset=True):
+            if token in self.special_stops or llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                return
+            self.produced()
+            yield token
+
+    def constrained(self, tokens: Tokens, gbnf: str, *, limit: int, repeat_penalty: float = 1.0) -> Iterator[int]:
+        """Greedy tokens after `tokens` under `gbnf` (checked lazily, see `constrained.GrammarSampler`).
+
+        `repeat_penalty` (as llama.cpp applies it) weighs against words this step already wrote: greedy
+        decoding of a small model otherwise loops ("Springfield, Springfield, ...") inside a JSON string.
+        Only word tokens (three letters or more) count, so digits ("555-2323") and JSON punctuation repeat
+        freely.
+        """
+        self.engine.prefill(self.llm, tokens, self.cancel)
+        n_vocab = self.llm.n_vocab()
+        words: set[int] = set()
+        with GrammarSampler(self.vocab, gbnf, n_vocab) as sampler:
+            for _ in range(limit):
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm.ctx, -1), shape=(n_vocab,))
+                if repeat_penalty != 1.0 and words:
+                    logits = logits.copy()
+                    seen = np.fromiter(words, dtype=np.intc)
+                    values = logits[seen]
+                    logits[seen] = np.where(values > 0, values / repeat_penalty, values * repeat_penalty)
+                token = sampler.pick(logits)
+                if sum(char.isalpha() for char in self.piece(token).decode("utf-8", errors="ignore")) >= 3:
+                    words.add(token)
+                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                    return
+                self.produced()
+                yield token
+                self.llm.eval([token])
+
+    def piece(self, token: int) -> bytes:
+        return bytes(self.llm.detokenize([token]))
+
+    def reply(self, tokens: Tokens) -> FinishReason:
+        """Stream the text reply; 'stop' at end of turn or a stop string, 'length' at max_tokens."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = ct.StopMatcher()
+        settings, started, count = self.request.settings, False, 0
+        for token in self.sample(tokens, temperature=settings.temperature):
+            count += 1
+            text, stopped = stops.feed(decoder.decode(self.piece(token)))
+            if not started:
+                text = text.lstrip()
+                started = bool(text)
+            if text:
+                self.emit(TextDelta(text))
+            if stopped:
+                return "stop"
+            if count >= settings.max_tokens:
+                break
+        tail = (stops.flush() + decoder.decode(b"", final=True)).rstrip()
+        if tail:
+            self.emit(TextDelta(tail))
+        return "length" if count >= settings.max_tokens else "stop"
+
+    def fill_arguments(self, tokens: Tokens, tool: ToolSpec) -> None:
+        """Step 2: the arguments, under the GBNF of the tool's schema, then validated against it."""
+        schema = dict(tool.parameters)
+        config = self.engine.config
+        bounded = bounded_schema(schema, config.max_string_chars, config.max_array_items)
+        gbnf: str = self.engine.gbnf(json.dumps(bounded))
+        limit = self.engine.config.max_argument_tokens
+        raw = b""
+        arguments: Any = None
+        for token in self.constrained(
+            tokens, gbnf, limit=limit, repeat_penalty=self.engine.config.argument_repeat_penalty
+        ):
+            raw += self.piece(token)
+            if raw.rstrip().endswith(b"}"):
+                try:
+                    arguments = json.loads(raw)
+                    break
+                except ValueError:
+                    pass
+        if arguments is None:
+            try:
+                arguments = json.loads(raw)
+            except ValueError as exc:
+                raise LLMBadResponse(f"arguments for {tool.name} did not finish within {limit} tokens") from exc
+        try:
+            jsonschema.validate(arguments, schema)
+        except jsonschema.ValidationError as exc:
+            raise LLMBadResponse(f"arguments for {tool.name} do not match its schema: {exc.message}") from exc
+        self.emit(ToolCall(f"call_{uuid.uuid4().hex[:24]}", tool.name, arguments))
+
+
+_STRING_BOUNDS = ("maxLength", "enum", "const", "pattern", "format")
+
+
+def bounded_schema(schema: Any, max_chars: int, max_items: int) -> Any:
+    """`schema` with `maxLength`/`maxItems` added wherever a string or array has no bound of its own."""
+    if isinstance(schema, list):
+        return [bounded_schema(item, max_chars, max_items) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: bounded_schema(value, max_chars, max_items) for key, value in schema.items()}
+    types = out.get("type")
+    types = types if isinstance(types, list) else [types]
+    if "string" in types and not any(key in out for key in _STRING_BOUNDS):
+        out["maxLength"] = max_chars
+    if "array" in types and "maxItems" not in out:
+        out["maxItems"] = max(max_items, int(out.get("minItems", 0)))
+    return out
+
+
+def _concat(*parts: Tokens) -> Tokens:
+    return as_tokens(np.concatenate([as_tokens(part) for part in parts]))
+
+
+class _Relay:
+    """The worker → event loop channel of one stream: a bounded asyncio queue and a cancel event."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[LLMEvent | TurnEnd | BaseException] = asyncio.Queue(size)
+        self.cancel = threading.Event()
+
+    def emit(self, item: LLMEvent | TurnEnd | BaseException) -> None:
+        """Worker side: block until the consumer has room; raise `Stopped` once it has gone."""
+        if self.cancel.is_set():
+            raise Stopped
+        try:
+            put = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        except RuntimeError as exc:  # the loop is closed
+            raise Stopped from exc
+        while True:
+            try:
+                put.result(timeout=1.0)
+                return
+            except concurrent.futures.TimeoutError:
+                # Closing the stream drains the queue, which frees the put; this covers a consumer
+                # that vanished without closing (its loop stopped).
+                if self.cancel.is_set() or self.loop.is_closed():
+                    put.cancel()
+                    raise Stopped from None
+            except concurrent.futures.CancelledError:
+                raise Stopped from None
+
+    def drain(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+
+class LocalLlamaProvider:
+    """`LLMProvider` over the shared in-process engine for one model file."""
+
+    def __init__(
+        self,
+        config: LocalModelConfig,
+        *,
+        queue_size: int = 32,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.config = config
+        self.queue_size = queue_size
+        self.clock = clock
+
+    @classmethod
+    def from_data_dir(cls, data_dir: Path, **kwargs: Any) -> LocalLlamaProvider:
+        """Assemble the bundled model under `data_dir` if needed (blocking, once) and use it."""
+        return cls(LocalModelConfig(model_path=ensure_model(data_dir)), **kwargs)
+
+    @property
+    def engine(self) -> LlamaEngine:
+        return LlamaEngine.shared(self.config)
+
+    async def warm_up(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> None:
+        """Load the model and compute the prefix of this system prompt and tools, without replying."""
+        settings = GenerationSettings(max_tokens=1, tool_choice="none")
+        async for _ in self.stream([m for m in messages if m.role == "system"][:1], tools, settings):
+            pass
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[ToolSpec],
+        settings: GenerationSettings = GenerationSettings(),
+    ) -> AsyncGenerator[LLMEvent, None]:
+        started = self.clock()
+        relay = _Relay(asyncio.get_running_loop(), self.queue_size)
+        request = TurnRequest(tuple(messages), tuple(tools), settings)
+        job = self.engine.submit(request, relay.emit, relay.cancel)
+        ttft: float | None = None
+        yielded = False
+        try:
+            while True:
+                item = await relay.queue.get()
+                if isinstance(item, TurnEnd):
+                    yield Finished(item.finish_reason, ttft, self.clock() - started)
+                    return
+                if isinstance(item, LLMError):
+                    item.partial = yielded
+                    raise item
+                if isinstance(item, BaseException):
+                    raise LLMBadResponse(f"local model failed: {item!r}", partial=yielded) from item
+                if ttft is None and isinstance(item, TextDelta | ToolCall):
+                    ttft = self.clock() - started
+                yielded = True
+                yield item
+        finally:
+            relay.cancel.set()
+            if not job.cancel():  # not queued behind another turn any more: wait for it to stop
+                relay.drain()
+                await asyncio.wait([asyncio.wrap_future(job)])

@@ -1,0 +1,196 @@
+"""The local provider on the REAL bundled model (Qwen2.5-Coder-0.5B, llama.cpp in-process, no fakes):
+text streaming, grammar-constrained tool calls, prefix reuse, two conversations at once, cancellation.
+
+A small agent keeps the prompt short, so the first test pays a few seconds for the prefixes and the rest
+reuse them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from llama_cpp import Llama, llama_cpp
+
+from pipeline.llm.constrained import GrammarSampler
+from pipeline.llm.local_llama import LocalLlamaProvider, LocalModelConfig
+from pipeline.llm.model_assets import ensure_model
+from pipeline.llm.types import (
+    ChatMessage,
+    Finished,
+    GenerationSettings,
+    LLMEvent,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+
+DATA_DIR = Path(os.environ.get("FLOWYTE_DATA_DIR", Path(__file__).resolve().parent.parent / ".flowyte"))
+SYSTEM = ChatMessage(
+    "system",
+    "You are the phone assistant of Tony's Pizza, 12 Main Street. We are open every day from 11am to 10pm. "
+    "Keep replies to one short sentence.",
+)
+TOOLS = [
+    ToolSpec(
+        "check_service_area",
+        "Check whether a street address is inside our delivery area.",
+        {"type": "object", "properties": {"address": {"type": "string"}}, "required": ["address"]},
+        examples=("Do you deliver to 10 Spring Street?", "Is 4 Hill Road in your area?"),
+    ),
+    ToolSpec(
+        "transfer_to_human",
+        "Transfer the call to a staff member.",
+        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": ["reason"]},
+        examples=("Get me a real person.", "I have a complaint about my last order."),
+    ),
+    ToolSpec(
+        "end_call",
+        "Hang up: the caller says goodbye.",
+        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": ["reason"]},
+        examples=("Thanks, goodbye!", "That's it, bye."),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def llm() -> LocalLlamaProvider:
+    return LocalLlamaProvider(LocalModelConfig(model_path=ensure_model(DATA_DIR, progress=None)))
+
+
+def turn(text: str) -> list[ChatMessage]:
+    return [SYSTEM, ChatMessage("user", text)]
+
+
+async def collect(
+    llm: LocalLlamaProvider, messages: list[ChatMessage], tools: list[ToolSpec], **settings: object
+) -> list[LLMEvent]:
+    return [event async for event in llm.stream(messages, tools, GenerationSettings(**settings))]  # type: ignore[arg-type]
+
+
+def text_of(events: list[LLMEvent]) -> str:
+    return "".join(event.text for event in events if isinstance(event, TextDelta))
+
+
+def finished(events: list[LLMEvent]) -> Finished:
+    last = events[-1]
+    assert isinstance(last, Finished)
+    return last
+
+
+async def test_streams_text_with_usage_and_timings(llm: LocalLlamaProvider) -> None:
+    events = await collect(llm, turn("Say hello to Maria."), [], max_tokens=24)
+    deltas = [event for event in events if isinstance(event, TextDelta)]
+    assert len(deltas) >= 2 and text_of(events).strip()
+    usage = next(event for event in events if isinstance(event, Usage))
+    assert usage.prompt_tokens > 20 and 0 < usage.completion_tokens <= 24
+    done = finished(events)
+    assert done.finish_reason in ("stop", "length")
+    assert done.ttft_s is not None and 0 < done.ttft_s <= done.total_s
+
+
+@pytest.mark.parametrize(
+    ("utterance", "tool"),
+    [
+        ("Do you deliver to 55 Oak Avenue?", "check_service_area"),
+        ("Can I speak to the manager please?", "transfer_to_human"),
+        ("Okay, thanks, goodbye.", "end_call"),
+    ],
+)
+async def test_clear_requests_become_schema_valid_tool_calls(
+    llm: LocalLlamaProvider, utterance: str, tool: str
+) -> None:
+    events = await collect(llm, turn(utterance), TOOLS)
+    calls = [event for event in events if isinstance(event, ToolCall)]
+    assert [call.name for call in calls] == [tool], text_of(events)
+    spec = next(spec for spec in TOOLS if spec.name == tool)
+    jsonschema.validate(dict(calls[0].arguments), dict(spec.parameters))
+    assert finished(events).finish_reason == "tool_calls"
+    if tool == "check_service_area":
+        assert "Oak" in calls[0].arguments["address"]
+
+
+async def test_small_talk_gets_words_and_tool_choice_is_obeyed(llm: LocalLlamaProvider) -> None:
+    greeting = await collect(llm, turn("Hi there, how are you?"), TOOLS, max_tokens=24)
+    assert not any(isinstance(e, ToolCall) for e in greeting) and text_of(greeting).strip()
+    forbidden = await collect(llm, turn("Do you deliver to 55 Oak Avenue?"), TOOLS, max_tokens=24, tool_choice="none")
+    assert not any(isinstance(e, ToolCall) for e in forbidden) and text_of(forbidden).strip()
+    required = await collect(llm, turn("Hi there, how are you?"), TOOLS, tool_choice="required")
+    (call,) = [e for e in required if isinstance(e, ToolCall)]
+    spec = next(spec for spec in TOOLS if spec.name == call.name)
+    jsonschema.validate(dict(call.arguments), dict(spec.parameters))
+
+
+async def test_after_a_tool_result_the_model_speaks(llm: LocalLlamaProvider) -> None:
+    call = ToolCall("call_1", "check_service_area", {"address": "55 Oak Avenue"})
+    messages = [
+        *turn("Do you deliver to 55 Oak Avenue?"),
+        ChatMessage("assistant", "", tool_calls=(call,)),
+        ChatMessage("tool", '{"inside_delivery_area": true}', tool_call_id="call_1", name="check_service_area"),
+    ]
+    events = await collect(llm, messages, TOOLS, max_tokens=32)
+    assert text_of(events).strip() and not any(isinstance(e, ToolCall) for e in events)
+
+
+async def test_later_turns_reuse_the_cached_prefix_even_when_conversations_alternate(
+    llm: LocalLlamaProvider,
+) -> None:
+    def usage(events: list[LLMEvent]) -> Usage:
+        return next(event for event in events if isinstance(event, Usage))
+
+    a1 = await collect(llm, turn("What time do you open?"), TOOLS, max_tokens=16)
+    b1 = await collect(llm, turn("Hello, who is this?"), TOOLS, max_tokens=16)
+    assert usage(b1).cached_prompt_tokens > usage(b1).prompt_tokens // 2  # the frozen prefixes were reused
+    loads = llm.engine.stats.state_loads
+    a_history = [*turn("What time do you open?"), ChatMessage("assistant", text_of(a1))]
+    a2 = await collect(llm, [*a_history, ChatMessage("user", "And when do you close?")], TOOLS, max_tokens=16)
+    # Conversation A's own state came back from the cache: only its new message was evaluated.
+    assert usage(a2).prompt_tokens - usage(a2).cached_prompt_tokens < 40
+    assert llm.engine.stats.state_loads > loads
+    assert usage(a2).cached_prompt_tokens >= usage(a1).prompt_tokens - 30
+
+
+async def test_two_conversations_at_once_both_complete(llm: LocalLlamaProvider) -> None:
+    talk, act = await asyncio.gather(
+        collect(llm, turn("Hi there, how are you?"), TOOLS, max_tokens=24),
+        collect(llm, turn("Do you deliver to 55 Oak Avenue?"), TOOLS),
+    )
+    assert text_of(talk).strip() and finished(talk).finish_reason in ("stop", "length")
+    calls = [event for event in act if isinstance(event, ToolCall)]
+    assert [call.name for call in calls] == ["check_service_area"] and "Oak" in calls[0].arguments["address"]
+
+
+async def test_closing_the_stream_stops_generation_promptly() -> None:
+    llm = LocalLlamaProvider(LocalModelConfig(model_path=ensure_model(DATA_DIR, progress=None)), queue_size=2)
+    stats = llm.engine.stats
+    stream = llm.stream(turn("Count from 1 to 200, separated by commas."), [], GenerationSettings(max_tokens=400))
+    before_tokens, before_turns = stats.generated_tokens, stats.turns
+    received = 0
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            received += 1
+            if received == 3:
+                break
+    await stream.aclose()
+    # aclose() returns only once the worker has stopped: the turn is over, and it produced what was
+    # received plus at most the bounded queue (2), the token in hand and a few whitespace tokens - not 400.
+    assert stats.turns == before_turns + 1
+    produced = stats.generated_tokens - before_tokens
+    assert received <= produced <= received + 6
+
+
+def test_grammar_sampler_checks_the_argmax_first_and_masks_the_vocabulary_only_when_needed() -> None:
+    vocab_only = Llama(str(ensure_model(DATA_DIR, progress=None)), vocab_only=True, verbose=False)
+    vocab, n_vocab = llama_cpp.llama_model_get_vocab(vocab_only.model), vocab_only.n_vocab()
+    yes, no, hello = (vocab_only.tokenize(word, add_bos=False)[0] for word in (b"yes", b"no", b"hello"))
+    logits = np.zeros(n_vocab, dtype=np.single)
+    logits[yes], logits[no] = 5.0, 4.0
+    with GrammarSampler(vocab, 'root ::= "yes" | "no"', n_vocab) as sampler:
+        assert sampler.pick(logits) == yes and sampler.full_checks == 0
+    logits[hello] = 10.0  # the model's favourite is not allowed: the best allowed token wins
+    with GrammarSampler(vocab, 'root ::= "yes" | "no"', n_vocab) as sampler:
+        assert sampler.pick(logits) == yes and sampler.full_checks == 1
