@@ -87,10 +87,10 @@ async def test_python_sdk_raises_its_own_error_classes(
 
 async def test_npm_openai_package(services: Services, tenant: Tenant, script: Script, live: LiveServer) -> None:
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    if not (JS_DIR / "node_modules" / "openai").is_dir():
-        pytest.skip("the npm client is not installed: run ./dev test (it runs npm ci --prefix tests/js)")
+    assert node is not None, "node is not installed (the npm client test needs Node.js 20+)"
+    assert (JS_DIR / "node_modules" / "openai").is_dir(), (
+        "the npm client is not installed: run ./dev test (it runs npm ci --prefix tests/js)"
+    )
     await fund(services, tenant)
     agent = await published_agent(tenant)
     script("We are open 9 to 5.", ["We are ", "open ", "9 to 5."])
