@@ -1,4 +1,4 @@
-"""Keyset pagination over a (timestamp, id) or (number, id) sort key, newest first."""
+"""Keyset pagination over a (timestamp, id) or (number, id) sort key, newest or oldest first."""
 
 from __future__ import annotations
 
@@ -8,22 +8,34 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from control_api.errors import field_error
 from control_api.http.envelope import decode_cursor, encode_cursor
 
 
 def after_cursor_desc(primary: sa.ColumnElement[Any], tiebreak: sa.ColumnElement[Any], cursor: str | None,
                       parse: Callable[[Any], Any]) -> sa.ColumnElement[bool] | None:
     """WHERE clause selecting rows strictly after the cursor in (primary DESC, tiebreak DESC) order."""
+    return _after_cursor(primary, tiebreak, cursor, parse, descending=True)
+
+
+def after_cursor_asc(primary: sa.ColumnElement[Any], tiebreak: sa.ColumnElement[Any], cursor: str | None,
+                     parse: Callable[[Any], Any]) -> sa.ColumnElement[bool] | None:
+    """WHERE clause selecting rows strictly after the cursor in (primary ASC, tiebreak ASC) order."""
+    return _after_cursor(primary, tiebreak, cursor, parse, descending=False)
+
+
+def _after_cursor(primary: sa.ColumnElement[Any], tiebreak: sa.ColumnElement[Any], cursor: str | None,
+                  parse: Callable[[Any], Any], *, descending: bool) -> sa.ColumnElement[bool] | None:
     if cursor is None:
         return None
     first, second = decode_cursor(cursor, 2)
     try:
         value = parse(first)
     except (TypeError, ValueError):
-        from control_api.errors import field_error
-
         raise field_error("cursor", "is not a cursor returned by this endpoint") from None
-    return sa.or_(primary < value, sa.and_(primary == value, tiebreak < str(second)))
+    if descending:
+        return sa.or_(primary < value, sa.and_(primary == value, tiebreak < str(second)))
+    return sa.or_(primary > value, sa.and_(primary == value, tiebreak > str(second)))
 
 
 def next_cursor(rows: Sequence[Any], limit: int, key: Callable[[Any], tuple[Any, str]]) -> str | None:

@@ -19,10 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_api.db.tables import skills
-from control_api.errors import Conflict, NotFound, field_error
-from control_api.http.envelope import decode_cursor
+from control_api.errors import Conflict, NotFound
 from control_api.repositories import agents as agents_repo
-from control_api.repositories.keyset import next_cursor
+from control_api.repositories.keyset import after_cursor_asc, next_cursor
 from control_api.schemas.skills import SkillSpec, name_key, object_schema
 
 _UNIQUE_NAME_MARKERS = ("uq_skills_agent_name", "skills.agent_id, skills.name_key")
@@ -57,27 +56,12 @@ async def get(conn: AsyncConnection, org_id: str, agent_id: str, skill_id: str) 
     return row
 
 
-def _after_cursor_asc(cursor: str | None) -> sa.ColumnElement[bool] | None:
-    """Rows strictly after the cursor in (created_at, id) ascending order."""
-    if cursor is None:
-        return None
-    first, second = decode_cursor(cursor, 2)
-    try:
-        created = datetime.fromisoformat(first)
-    except (TypeError, ValueError):
-        raise field_error("cursor", "is not a cursor returned by this endpoint") from None
-    return sa.or_(
-        skills.c.created_at > created,
-        sa.and_(skills.c.created_at == created, skills.c.id > str(second)),
-    )
-
-
 async def list_page(
     conn: AsyncConnection, org_id: str, agent_id: str, *, limit: int, cursor: str | None
 ) -> tuple[list[sa.Row[Any]], str | None]:
     """Oldest first (the order the compiled config lists them in)."""
     query = sa.select(skills).where(skills.c.org_id == org_id, skills.c.agent_id == agent_id)
-    after = _after_cursor_asc(cursor)
+    after = after_cursor_asc(skills.c.created_at, skills.c.id, cursor, datetime.fromisoformat)
     if after is not None:
         query = query.where(after)
     query = query.order_by(skills.c.created_at, skills.c.id).limit(limit + 1)
