@@ -27,11 +27,12 @@ RUN pip install --no-binary llama-cpp-python . \
     && useradd --system --uid 10001 --home-dir /data flowyte \
     && mkdir -p /data \
     && python -m pipeline.llm.model_assets /data \
+    && python -m pipeline.speech.model_assets /data \
     && chown -R flowyte /data
 
 USER flowyte
 WORKDIR /data
 VOLUME /data
-EXPOSE 8080
+EXPOSE 8080 5060/udp 5060/tcp 20000-20999/udp
 ENTRYPOINT ["flowyte"]
 CMD ["serve", "--host", "0.0.0.0"]

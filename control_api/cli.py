@@ -28,7 +28,9 @@ from control_api import main as app_main
 from control_api.auth.keys import KeyRecord
 from control_api.auth.scopes import ALL_SCOPES, parse_scopes
 from control_api.clock import iso
-from control_api.settings import Settings
+from control_api.settings import Settings, parse_port_range, parse_sip_port
+from control_api.voice_edge import edge_config
+from telephony.sip.admission import parse_allowlist
 
 NAME_MAX = 200  # organizations.name and api_keys.label are String(200)
 
@@ -51,6 +53,32 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
     return port
+
+
+_OFF = -1  # --sip-port off (None means "not given" to settings_from)
+
+
+def _sip_port(text: str) -> int:
+    try:
+        port = parse_sip_port(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return _OFF if port is None else port
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        return parse_port_range(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _allowlist(text: str) -> str:
+    try:
+        parse_allowlist(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _name(text: str) -> str:
@@ -82,28 +110,70 @@ def build_parser() -> argparse.ArgumentParser:
         help="where embedded state lives (default: $FLOWYTE_DATA_DIR, else ./.flowyte)",
     )
 
-    parser = argparse.ArgumentParser(
-        prog="flowyte", description="Self-hostable real-time voice agent platform."
-    )
+    parser = argparse.ArgumentParser(prog="flowyte", description="Self-hostable real-time voice agent platform.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser(
-        "serve",
-        parents=[storage],
-        help="run the API server (migrates the database first)",
-        description="Migrate the database, then serve the REST API until SIGINT/SIGTERM.",
-    )
-    serve.add_argument("--host", help="address to listen on (default: $FLOWYTE_HOST, else 127.0.0.1)")
-    serve.add_argument(
+    serving = argparse.ArgumentParser(add_help=False)
+    serving.add_argument("--host", help="address to listen on (default: $FLOWYTE_HOST, else 127.0.0.1)")
+    serving.add_argument(
         "--http-port",
         type=_port,
         metavar="PORT",
         help="API port; 0 picks a free one (default: $FLOWYTE_HTTP_PORT, else 8080)",
     )
 
-    keys = commands.add_parser(
-        "keys", help="manage API keys", description="Create, list and revoke secret API keys."
+    sip = serving.add_argument_group("SIP/RTP edge")
+    sip.add_argument(
+        "--sip-port",
+        type=_sip_port,
+        metavar="PORT",
+        help='SIP port, UDP and TCP; 0 picks a free one, "off" runs no edge (default: $FLOWYTE_SIP_PORT, else 5060)',
     )
+    sip.add_argument(
+        "--rtp-ports",
+        type=_port_range,
+        metavar="LOW-HIGH",
+        help="RTP port range, two ports per call (default: $FLOWYTE_RTP_PORTS, else 20000-20999)",
+    )
+    sip.add_argument(
+        "--media-address",
+        metavar="ADDR",
+        help="address written into SDP and SIP Contact (default: $FLOWYTE_MEDIA_ADDRESS, else the --host address)",
+    )
+    sip.add_argument(
+        "--sip-allow",
+        type=_allowlist,
+        metavar="CIDRS",
+        help='trunk source allowlist, comma-separated CIDRs or "any" (default: $FLOWYTE_SIP_ALLOW, else loopback only)',
+    )
+    sip.add_argument(
+        "--sip-transfer-domain",
+        metavar="HOST[:PORT]",
+        help="where transfers to a phone number are sent, as sip:NUMBER@HOST[:PORT] "
+        "(default: $FLOWYTE_SIP_TRANSFER_DOMAIN, else the caller's own domain)",
+    )
+    sip.add_argument(
+        "--call-mode",
+        choices=("agent", "echo"),
+        help='who answers calls: "agent" (the voice agent) or "echo" (a test tone, then your own voice back) '
+        "(default: $FLOWYTE_CALL_MODE, else agent)",
+    )
+
+    commands.add_parser(
+        "serve",
+        parents=[storage, serving],
+        help="run the API server and the SIP/RTP edge (migrates the database first)",
+        description="Migrate the database, then serve the REST API and the SIP/RTP edge until SIGINT/SIGTERM.",
+    )
+    commands.add_parser(
+        "demo",
+        parents=[storage, serving],
+        help="set up a sample agent on +14155550100 (once per data dir), then serve",
+        description="Create a demo organization, key, agent (knowledge, transfer skill), publish it, import "
+        "+14155550100 and assign it, print how to call and chat with it, then run the server.",
+    )
+
+    keys = commands.add_parser("keys", help="manage API keys", description="Create, list and revoke secret API keys.")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
     create = key_commands.add_parser(
@@ -115,9 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--org", required=True, type=_name, metavar="NAME", help="organization name")
     which = create.add_mutually_exclusive_group(required=True)
-    which.add_argument(
-        "--scopes", type=_scopes, metavar="SCOPES", help='space- or comma-separated, e.g. "agents:read"'
-    )
+    which.add_argument("--scopes", type=_scopes, metavar="SCOPES", help='space- or comma-separated, e.g. "agents:read"')
     which.add_argument("--all-scopes", action="store_true", help="grant every scope")
     create.add_argument("--label", type=_label, default="", metavar="LABEL", help="a note to tell keys apart")
 
@@ -143,8 +211,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "data_dir": args.data_dir,
         "host": getattr(args, "host", None),
         "http_port": getattr(args, "http_port", None),
+        "sip_port": getattr(args, "sip_port", None),
+        "rtp_ports": getattr(args, "rtp_ports", None),
+        "media_address": getattr(args, "media_address", None),
+        "sip_allow": getattr(args, "sip_allow", None),
+        "sip_transfer_domain": getattr(args, "sip_transfer_domain", None),
+        "call_mode": getattr(args, "call_mode", None),
     }
-    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = replace(settings, sip_port=None) if settings.sip_port == _OFF else settings
+    if settings.sip_port is not None:
+        edge_config(settings)  # a bad allowlist or FLOWYTE_SIP_AUTH fails here, before anything starts
+    return settings
 
 
 def key_json(record: KeyRecord) -> dict[str, object]:
@@ -175,9 +253,7 @@ def key_table(records: Sequence[KeyRecord]) -> str:
         for r in records
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -224,10 +300,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             app_main.serve(settings)
             return 0
+        if args.command == "demo":
+            from control_api.demo import demo
+
+            demo(settings)
+            return 0
         return _keys(args, settings)
     except KeyboardInterrupt:
         return 130
-    except (OSError, SQLAlchemyError, CommandError) as error:
+    except (OSError, SQLAlchemyError, CommandError, RuntimeError) as error:  # RuntimeError: demo setup
         print(f"flowyte: error: {_describe(error)}", file=sys.stderr)
         return 1
 

@@ -7,8 +7,9 @@ each server as a task that stops when a shutdown is requested:
     SIGINT/SIGTERM again -> Shutdown.forced:    every server stops now
     any server ending    -> Shutdown.requested: the others follow, so the process never half-runs
 
-Today the only server is the HTTP API (uvicorn on uvloop + httptools), beside the knowledge ingestion
-worker; the SIP and media servers join the same task group and watch the same `Shutdown`.
+The servers are the HTTP API (uvicorn on uvloop + httptools) and the SIP/RTP edge (telephony/edge.py,
+unless `--sip-port off`), beside the knowledge ingestion worker and the housekeeping jobs; all in one
+task group watching the same `Shutdown`.
 
 The key commands of the CLI (`flowyte keys ...`) also live here: each opens the engine, migrates, does one
 transaction and disposes the engine.
@@ -30,15 +31,22 @@ import uvicorn
 import uvloop
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from control_api.agent_store import DatabaseAgentSource
 from control_api.auth.keys import KeyRecord, create_key, list_keys, revoke_key
 from control_api.billing.subscriptions import renew_subscriptions
+from control_api.calls.admission import CallAdmission
+from control_api.calls.records import CallRecords
+from control_api.calls.session import CallHandler, echo_handler
 from control_api.clock import Clock, SystemClock
 from control_api.db.engine import create_engine, migrate
 from control_api.jobs import Job, run_periodically
+from control_api.numbers.inbound import DatabaseNumberRouter
 from control_api.numbers.inventory import ensure_seeded
 from control_api.numbers.rental import charge_number_rentals
 from control_api.services import Services
 from control_api.settings import Settings
+from control_api.voice_edge import edge_config, serve_sip
+from telephony.edge import SipEdge
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -176,10 +184,17 @@ async def run_server(settings: Settings, shutdown: Shutdown | None = None) -> No
                 await ensure_seeded(conn)  # the sandbox carrier's number inventory
             api = _UvicornServer(uvicorn_config(create_app(services), settings))
             sock = listen(settings.host, settings.http_port)
+            try:
+                edge = await start_sip_edge(services)
+            except BaseException:
+                sock.close()
+                raise
             announce(f"API listening on {http_url(sock)}")
-            # One task per server; the SIP and media servers will join this group.
+            # One task per server: the API, the SIP/RTP edge, and the background workers.
             async with asyncio.TaskGroup() as group:
                 group.create_task(_serve_api(api, sock, shutdown))
+                if edge is not None:
+                    group.create_task(serve_sip(edge, shutdown.requested))
                 # Number rentals and plan renewals: idempotent per month, so at every start and then daily.
                 group.create_task(run_periodically(housekeeping_jobs(services), shutdown.requested))
                 # Knowledge ingestion and its auto-refresh tick; a restart resumes sources left pending.
@@ -187,6 +202,47 @@ async def run_server(settings: Settings, shutdown: Shutdown | None = None) -> No
                 group.create_task(services.knowledge.run(shutdown.requested))
         finally:
             await engine.dispose()
+
+
+async def start_sip_edge(services: Services) -> SipEdge | None:
+    """Bind the SIP port (UDP and TCP) unless it is off; OSError when it is taken."""
+    settings = services.settings
+    if settings.sip_port is None:
+        return None
+    config = edge_config(settings)
+    assert services.meter is not None
+    handler: CallHandler = echo_handler
+    if settings.call_mode == "agent":
+        # Imported here: the voice stack (pipecat, the speech models) loads only when calls are answered by it.
+        from loguru import logger as pipecat_logger
+
+        from control_api.calls.voice import SpeechModels, VoiceAgent
+
+        pipecat_logger.remove()  # pipecat logs every frame at DEBUG through loguru; keep its warnings only
+        pipecat_logger.add(sys.stderr, level=os.environ.get("FLOWYTE_PIPECAT_LOG_LEVEL", "WARNING"))
+        models = SpeechModels(settings.resolved().data_dir)
+        await models.preload()  # the first caller should not wait for the models to load
+        handler = VoiceAgent(services, models)
+    admission = CallAdmission(
+        DatabaseNumberRouter(services.engine),
+        DatabaseAgentSource(services.engine),
+        services.meter,
+        CallRecords(services.engine, services.clock),
+        handler,
+        data_dir=settings.resolved().data_dir,  # where agents with recordCalls keep their calls' WAVs
+    )
+    edge = SipEdge(config, admission)
+    try:
+        await edge.start()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OSError(f"cannot listen for SIP on {settings.host}:{settings.sip_port}: {reason}") from error
+    low, high = config.rtp_ports
+    announce(
+        f"SIP listening on {settings.host}:{edge.port} (udp+tcp), RTP {low}-{high}, media {config.advertised}, "
+        f"calls answered by the {'voice agent' if settings.call_mode == 'agent' else 'echo test mode'}"
+    )
+    return edge
 
 
 def housekeeping_jobs(services: Services) -> list[Job]:

@@ -148,6 +148,12 @@ def _agent_warnings(agent: CompiledAgent) -> list[dict[str, str]]:
         warnings.append(_warning(
             "no_greeting", "greeting", "no greeting is set; callers hear a generic one", severity="info"
         ))
+    if agent.record_calls and "record" not in (agent.greeting or "").lower():
+        warnings.append(_warning(
+            "recording_not_announced", "greeting",
+            "calls are recorded but the greeting does not say so; many jurisdictions require all-party consent",
+            severity="info",
+        ))
     return warnings
 
 

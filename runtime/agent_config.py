@@ -13,6 +13,10 @@ with `EMPTY_PARAMETERS_SCHEMA`: no arguments.
 when there is some, so an agent without knowledge hashes as before, and a config stored before knowledge
 existed loads with an empty snapshot.
 
+`record_calls` (`recordCalls`) asks for voice calls to be recorded, both directions, to a WAV the API serves
+through a signed URL. Like knowledge it is written only when on, so agents that never turned it on hash as
+before and versions stored before it existed load with it off.
+
 The runtime reads agents through `AgentConfigSource`, implemented by the control plane, so this package
 never imports the database.
 """
@@ -194,6 +198,8 @@ class CompiledAgent:
     is_draft: bool = False
     # Hashed (it is part of the config) but last so it can default: the knowledge this version searches.
     knowledge: KnowledgeSnapshot = EMPTY_SNAPSHOT
+    # Hashed, written only when on (see the module docstring).
+    record_calls: bool = False
 
     def is_open(self, at: datetime) -> bool:
         """No business hours configured means always open."""
@@ -206,6 +212,8 @@ class CompiledAgent:
         config = self._base_config()
         if self.knowledge:
             config["knowledge"] = self.knowledge.to_config()
+        if self.record_calls:
+            config["recordCalls"] = True
         return config
 
     def _base_config(self) -> dict[str, Any]:
@@ -328,6 +336,7 @@ class CompiledAgent:
             version_number=version_number,
             is_draft=is_draft,
             knowledge=KnowledgeSnapshot.from_config(config.get("knowledge")),
+            record_calls=bool(config.get("recordCalls", False)),
         )
 
 

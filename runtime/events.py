@@ -12,6 +12,7 @@ and the voice pipeline will read the same stream. One vocabulary for every chann
     guardrail        a guardrail decision: which policy, allow/deny/filter, why
     verification     a caller-verification attempt and its outcome
     handoff          a transfer was requested: destination, reason, warm or not
+    transfer         how a voice transfer went (the SIP NOTIFY outcome): destination, ok, sipStatus
     end              the agent ended the conversation (end_call), with a reason
     error            something failed; the conversation stays usable (e.g. the LLM is down)
 
@@ -33,6 +34,7 @@ EventType = Literal[
     "guardrail",
     "verification",
     "handoff",
+    "transfer",
     "end",
     "error",
 ]
@@ -40,7 +42,7 @@ EventType = Literal[
 # Events kept in the conversation receipt; deltas are only streamed.
 STORED_TYPES: frozenset[str] = frozenset(
     {"user_utterance", "agent_message", "tool_call", "kb_retrieval", "guardrail", "verification", "handoff",
-     "end", "error"}
+     "transfer", "end", "error"}
 )
 
 
@@ -106,6 +108,12 @@ def verification(
 
 def handoff(destination: str | None, reason: str, warm: bool, t_ms: float, **detail: Any) -> ConversationEvent:
     return ConversationEvent("handoff", {"destination": destination, "reason": reason, "warm": warm, **detail}, t_ms)
+
+
+def transfer(destination: str, *, ok: bool, sip_status: int, reason: str, t_ms: float) -> ConversationEvent:
+    return ConversationEvent(
+        "transfer", {"destination": destination, "ok": ok, "sipStatus": sip_status, "reason": reason}, t_ms
+    )
 
 
 def end(reason: str, t_ms: float) -> ConversationEvent:

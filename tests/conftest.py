@@ -178,3 +178,7 @@ def tenants(services: Services, client: httpx.AsyncClient) -> TenantFactory:
 @pytest.fixture
 async def tenant(tenants: TenantFactory) -> Tenant:
     return await tenants()
+
+
+# The real-peer fixtures (sipp, kamailio, baresip, linphonec) for every test module.
+from tests.peers.fixtures import baresip, kamailio, linphonec, sipp  # noqa: E402, F401

@@ -1,7 +1,9 @@
 """Every API route × {no key, bad key, key without the route's scope, another organization's key}.
 
 The route list comes from the app itself, so a new route is covered the day it is added; a route with
-no entry in BODIES fails here until someone says what a valid request to it looks like.
+no entry in BODIES fails here until someone says what a valid request to it looks like, and a route that
+declares no scope fails unless it is listed in PUBLIC (where something else in the request is the
+credential, checked by its own test).
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/agents/{agent_id}/simulate"): {"mode": "text", "transcript": ["hello"]},
 }
 
+# Operations without an API key, like /healthz and the OpenAPI document (which are not API routes): the
+# credential is in the request itself. tests/test_recording.py checks the signature, expiry and org scoping.
+PUBLIC = {
+    ("GET", "/api/v1/recordings/{token}"),  # the signed recording URL from GET /conversations/{id}/audio
+}
+
 # Operations that act on no resource of the caller's: another organization's key simply gets its own.
 ORG_LEVEL = {
     ("GET", "/api/v1/agents"),
@@ -85,10 +93,23 @@ def operations(app: Any) -> list[tuple[str, str, str]]:
     for route in app.state.api_routes:
         assert isinstance(route, APIRoute)
         needed = required_scope(route)
-        assert needed in ALL_SCOPES, f"{route.path} declares no known scope"
         for method in sorted(route.methods):
+            if (method, route.path) in PUBLIC:
+                assert needed is None and route.openapi_extra == {"security": []}, f"{route.path} is public"
+                continue
+            assert needed in ALL_SCOPES, f"{route.path} declares no known scope"
             ops.append((method, route.path, needed))
     return ops
+
+
+async def test_public_routes_are_exactly_the_declared_ones(tenants: TenantFactory) -> None:
+    owner = await tenants()
+    app = owner.http._transport.app  # type: ignore[attr-defined]
+    public = {(m, r.path) for r in app.state.api_routes for m in r.methods if required_scope(r) is None}
+    assert public == PUBLIC
+    # No key is asked for; the signature is checked instead.
+    response = await owner.http.get("/api/v1/recordings/forged.token")
+    assert response.status_code == 403 and "WWW-Authenticate" not in response.headers
 
 
 async def _owned_resources(owner: Tenant) -> dict[str, str]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 
 from pipeline.llm.errors import LLMBadResponse, LLMUnavailable
 from pipeline.llm.types import ChatMessage, ToolCall
 from runtime.events import ConversationEvent
+from runtime.knowledge import KnowledgeSnapshot, RetrievedChunk
 from tests.test_brain_support import (
     GEO_SCHEMA,
     KNOWLEDGE,
@@ -294,12 +296,34 @@ async def test_a_failing_knowledge_search_does_not_end_the_turn() -> None:
     assert message(events) == "Let me help anyway."
 
 
+@dataclass
+class FindsOnlyFor(FakeKnowledge):
+    """Finds its chunks only for one query (the model's own), nothing for the caller's words."""
+
+    query: str = ""
+
+    async def search(self, snapshot: KnowledgeSnapshot, query: str, top_k: int) -> list[RetrievedChunk]:
+        found = await super().search(snapshot, query, top_k)
+        return found if query == self.query else []
+
+
 async def test_knowledge_lookup_tool() -> None:
-    search = FakeKnowledge([chunk("Gluten-free crust costs $2 extra.", 0.7)])
+    search = FindsOnlyFor([chunk("Gluten-free crust costs $2 extra.", 0.7)], query="gluten-free crust price")
     llm = scripted([ToolCall("k", "knowledge_lookup", {"query": "gluten-free crust price"})], "It's $2 extra.")
     b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search))
     events = await turn(b, "hmm")
-    assert len(of_type(events, "kb_retrieval")) == 2  # the automatic one, then the tool's
+    assert len(of_type(events, "kb_retrieval")) == 2  # the automatic one (nothing found), then the tool's
     [call] = of_type(events, "tool_call")
     assert call.data["result"] == {"passages": [{"source": "Menu", "text": "Gluten-free crust costs $2 extra."}]}
     assert search.queries == ["hmm", "gluten-free crust price"]
+
+
+async def test_knowledge_lookup_is_not_offered_when_the_passages_are_already_in_the_prompt() -> None:
+    search = FakeKnowledge([chunk("Gluten-free crust costs $2 extra.", 0.7)])
+    llm = scripted("It's $2 extra.")
+    b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search))
+    assert "knowledge_lookup" in [spec.name for spec in b.tools.specs]
+    events = await turn(b, "How much is the gluten-free crust?")
+    assert message(events) == "It's $2 extra." and len(of_type(events, "kb_retrieval")) == 1
+    assert "knowledge_lookup" not in [spec.name for spec in llm.calls[0].tools]
+    assert "Gluten-free crust costs $2 extra." in seen_by_model(llm)

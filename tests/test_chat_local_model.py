@@ -56,6 +56,7 @@ async def test_the_local_model_answers_from_the_agents_knowledge(
         await client.close()
     answer = completion.choices[0].message.content or ""
     assert "bartholomew" in answer.lower(), answer
+    assert not answer.lstrip().startswith(("{", "[")), f"an answer in words, not a tool result read out: {answer}"
 
     conversation = (await tenant.get("/conversations", params={"channel": "api"})).json()["data"][0]
     events = (await tenant.get(f"/conversations/{conversation['id']}/receipt")).json()["data"]["events"]

@@ -208,9 +208,9 @@ def test_unreachable_database_exits_1(tmp_path: Path) -> None:
 class Server:
     """`flowyte serve` in a child process; its stderr is read line by line on a thread."""
 
-    def __init__(self, args: Sequence[str]) -> None:
+    def __init__(self, args: Sequence[str], command: str = "serve") -> None:
         self.process = subprocess.Popen(
-            flowyte_command("serve", *args),
+            flowyte_command(command, *args),
             cwd=ROOT,
             env=clean_env(),
             stdout=subprocess.PIPE,
@@ -256,7 +256,7 @@ class Server:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Server]:
-    server = Server(["--http-port", "0", "--data-dir", str(tmp_path / "data")])
+    server = Server(["--http-port", "0", "--sip-port", "0", "--data-dir", str(tmp_path / "data")])
     try:
         yield server
     finally:
@@ -298,7 +298,7 @@ def test_serve_answers_the_api_and_stops_cleanly(
 
 def test_serve_refuses_a_port_in_use(serve: Server, tmp_path: Path) -> None:
     port = serve.wait_listening(SERVER_START_TIMEOUT_S).rsplit(":", 1)[1]
-    result = flowyte("serve", "--http-port", port, "--data-dir", str(tmp_path / "data"))
+    result = flowyte("serve", "--http-port", port, "--sip-port", "0", "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
     assert "Traceback" not in result.stderr

@@ -119,6 +119,8 @@ async def test_small_talk_gets_words_and_tool_choice_is_obeyed(llm: LocalLlamaPr
     assert not any(isinstance(e, ToolCall) for e in greeting) and text_of(greeting).strip()
     forbidden = await collect(llm, turn("Do you deliver to 55 Oak Avenue?"), TOOLS, max_tokens=24, tool_choice="none")
     assert not any(isinstance(e, ToolCall) for e in forbidden) and text_of(forbidden).strip()
+    # Denied its tool, the model used to write the call out as JSON text instead: a reply opens with words.
+    assert text_of(forbidden).lstrip()[:1] not in ("{", "[", "<", "`"), text_of(forbidden)
     required = await collect(llm, turn("Hi there, how are you?"), TOOLS, tool_choice="required")
     (call,) = [e for e in required if isinstance(e, ToolCall)]
     spec = next(spec for spec in TOOLS if spec.name == call.name)

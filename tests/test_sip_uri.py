@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from telephony.sip import Headers, NameAddr, SipParseError, SipUri, UnsupportedUriScheme, Via
 from telephony.sip.headers import HEADERS, canonical, spec, split_top_level
-from telephony.sip.uri import parse_name_addrs, parse_uri
+from telephony.sip.uri import parse_name_addrs, parse_uri, refer_target
 
 ROUND_TRIP_URIS = [
     "sip:alice@atlanta.example.com",
@@ -186,3 +186,13 @@ def test_arbitrary_text_never_escapes_the_error_tree(text: str) -> None:
     for parser in (SipUri.parse, NameAddr.parse, Via.parse):
         with contextlib.suppress(SipParseError, UnsupportedUriScheme):
             parser(text)
+
+
+def test_refer_targets_for_numbers_and_uris() -> None:
+    assert refer_target("+14155550199", "192.0.2.7") == "sip:+14155550199@192.0.2.7;user=phone"
+    assert refer_target(" +14155550199 ", "[2001:db8::7]:5070") == "sip:+14155550199@[2001:db8::7]:5070;user=phone"
+    assert refer_target("+14155550199", None) == "tel:+14155550199"
+    assert refer_target("sip:desk@pbx.example.com", "ignored.example.com") == "sip:desk@pbx.example.com"
+    for bad in ("", "desk", "+1 415", "sip:", "http://example.com", "+1415555019@9"):
+        with pytest.raises(SipParseError):
+            refer_target(bad, "192.0.2.7")

@@ -7,6 +7,7 @@ Outcomes, in the order they win when several apply to the last turn:
     error            the last turn failed (an `error` event, e.g. the LLM was down)
     completed        it ran and closed normally (the user ended the session, a completion was answered)
     abandoned        it closed with no user message, or the client went away mid-answer
+    refused          a call that was not taken (agent never published, nothing to pay with)
 
 The summary names what the user first asked and the outcome, so the history list reads at a glance:
 `Asked "Do you deliver to 80202?" - completed.`
@@ -17,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-Outcome = Literal["completed", "transferred", "ended_by_agent", "abandoned", "error"]
-OUTCOMES: tuple[Outcome, ...] = ("completed", "transferred", "ended_by_agent", "abandoned", "error")
+Outcome = Literal["completed", "transferred", "ended_by_agent", "abandoned", "error", "refused"]
+OUTCOMES: tuple[Outcome, ...] = ("completed", "transferred", "ended_by_agent", "abandoned", "error", "refused")
 
 _LABELS: dict[str | None, str] = {
     None: "in progress",
@@ -27,6 +28,7 @@ _LABELS: dict[str | None, str] = {
     "ended_by_agent": "ended by the agent",
     "abandoned": "abandoned",
     "error": "ended with an error",
+    "refused": "refused",
 }
 
 SUMMARY_QUOTE_CHARS = 120

@@ -31,6 +31,7 @@ def conversation_resource(row: sa.Row[Any]) -> dict[str, Any]:
         "lastActivityAt": iso(row.last_activity_at),
         "endedAt": iso(row.ended_at),
         "durationMs": duration_ms,
+        "hasRecording": row.recording_path is not None,  # GET /conversations/{id}/audio for its signed URL
     }
 
 

@@ -390,6 +390,9 @@ conversations = sa.Table(
     # What the brain's guardrails remember between turns (verification, lockouts, skill runs): server-side
     # only, so a client can never claim to be verified. Null until the first turn.
     sa.Column("brain_state", sa.JSON(), nullable=True),
+    # Voice calls of agents with recordCalls on (migration 0005): the WAV's path under the data directory,
+    # `recordings/<org_id>/<conversation_id>.wav`; null when the call was not recorded.
+    sa.Column("recording_path", sa.String(300), nullable=True),
     sa.Index("ix_conversations_org_started", "org_id", "started_at", "id"),
     sa.Index("ix_conversations_agent_started", "org_id", "agent_id", "started_at"),
 )

@@ -26,6 +26,7 @@ from control_api.routes import (
     guardrails,
     knowledge,
     numbers,
+    recordings,
     simulate,
     skills,
     uploads,
@@ -75,7 +76,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     modules = (
         agents, skills, guardrails, versions, audit, numbers, billing, knowledge, uploads,
-        chat, completions, simulate, conversations,
+        chat, completions, simulate, conversations, recordings,
     )
     for module in modules:
         app.include_router(module.router)
@@ -150,6 +151,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             for status, description in _COMMON_PROBLEMS.items():
+                if status == "401" and operation.get("security") == []:
+                    continue  # public: the request carries its own credential, there is no key to check
                 responses.setdefault(status, {"description": description, "content": problem_ref})
             if "{" in path:
                 responses.setdefault(

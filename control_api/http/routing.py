@@ -6,7 +6,8 @@ under-scoped one 403 whatever its body looks like:
     no/invalid key -> 401 (WWW-Authenticate)   missing scope -> 403   over the org's rate -> 429
 
 The scope lives in the operation's OpenAPI `security` requirement, so the published document and the
-enforcement can never disagree.
+enforcement can never disagree. The few operations whose credential is in the request itself (a signed
+recording URL) declare `public()`: an empty `security`, and the route class checks nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ API_PREFIX = "/api/v1"
 def scope(required: str) -> dict[str, Any]:
     """`openapi_extra` for an operation that needs `required`."""
     return {"security": [{SECURITY_SCHEME: [required]}]}
+
+
+def public() -> dict[str, Any]:
+    """`openapi_extra` for an operation that takes no API key because the request carries its own credential
+    (the signature of a signed URL). The handler must check that credential itself."""
+    return {"security": []}
 
 
 def required_scope(route: APIRoute) -> str | None:

@@ -25,6 +25,7 @@ router = APIRouter(prefix=API_PREFIX, route_class=ApiRoute, tags=["Agents"])
 def agent_resource(row: sa.Row[Any]) -> dict[str, Any]:
     return {
         "id": row.id,
+        "recordCalls": False,  # drafts stored before the field existed
         **row.draft,
         "status": "published" if row.published_version_id else "draft",
         "version": row.draft_version,

@@ -1,7 +1,9 @@
-"""Observe: the conversation history (searchable), one conversation, its transcript and its receipt.
+"""Observe: the conversation history (searchable), one conversation, its transcript, its receipt, and the
+signed URL of its recording.
 
 Scopes follow the contract: the history list is `analytics:read` (the Observe history), one conversation
-and its transcript and receipt are `calls:read`.
+and its transcript, receipt and recording URL are `calls:read`. The URL itself is served by
+`routes/recordings.py` without a key (see `control_api.conversations.recordings`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from control_api.clock import iso
+from control_api.conversations import recordings
 from control_api.conversations import repository as conversations_repo
 from control_api.conversations.outcome import Outcome
 from control_api.conversations.views import conversation_resource, event_resource, message_resource
@@ -100,3 +104,23 @@ async def get_receipt(conversation_id: str, request: Request) -> dict[str, Any]:
         "outcome": row.outcome,
         "events": [event_resource(e, i) for i, e in enumerate(events)],
     })
+
+
+@router.get(
+    "/conversations/{conversation_id}/audio",
+    openapi_extra=scope("calls:read"),
+    summary="Get a signed recording URL",
+    description="A URL of the call's recording (voice calls of agents with `recordCalls` on, once the call has "
+    "ended): a stereo 16-bit WAV, the caller left and the agent right. The URL needs no API key and expires "
+    f"after {recordings.URL_TTL_SECONDS // 60} minutes (`expiresAt`); ask again for a fresh one. 404 when the "
+    "conversation has no recording.",
+)
+async def get_recording_url(conversation_id: str, request: Request) -> dict[str, Any]:
+    services, principal = services_of(request), principal_of(request)
+    async with services.engine.connect() as conn:
+        row = await conversations_repo.get(conn, principal.org_id, conversation_id)
+    data_dir = services.settings.resolved().data_dir
+    recordings.stored_file(data_dir, row.recording_path, conversation_id)
+    link = recordings.sign(recordings.load_key(data_dir), principal.org_id, conversation_id, now=services.clock.now())
+    url = str(request.url_for("download_recording", token=link.token))
+    return ok({"url": url, "expiresAt": iso(link.expires_at)})

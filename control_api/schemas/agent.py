@@ -107,6 +107,11 @@ class AgentDraft(ApiModel):
     call_control: CallControl = Field(default_factory=CallControl)
     business_hours: BusinessHours | None = None
     after_hours: AfterHours = Field(default_factory=AfterHours)
+    record_calls: bool = Field(
+        False,
+        description="Record voice calls, both directions, to a WAV served through a short-lived signed URL "
+        "(`GET /conversations/{id}/audio`). Callers may have to be told: see the greeting.",
+    )
 
     @field_validator("languages")
     @classmethod
@@ -135,7 +140,10 @@ class AgentDraft(ApiModel):
         return self
 
     def stored(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, mode="json")
+        document = self.model_dump(by_alias=True, mode="json")
+        if not document["recordCalls"]:  # written only when on, as in the compiled config: hashes stay as they were
+            del document["recordCalls"]
+        return document
 
 
 class AgentPatch(ApiModel):
@@ -152,6 +160,7 @@ class AgentPatch(ApiModel):
     call_control: CallControl | None = None
     business_hours: BusinessHours | None = None
     after_hours: AfterHours | None = None
+    record_calls: bool | None = None
 
     def changes(self) -> dict[str, Any]:
         """Only the fields the client sent, by their wire names (explicit nulls included)."""

@@ -44,8 +44,9 @@ from typing import Any
 
 import jsonschema
 import numpy as np
-from llama_cpp import Llama, llama_cpp
+from llama_cpp import Llama, LogitsProcessorList, llama_cpp
 from llama_cpp.llama_grammar import json_schema_to_gbnf
+from numpy.typing import NDArray
 
 from pipeline.llm import chat_template as ct
 from pipeline.llm.constrained import GrammarSampler
@@ -152,6 +153,7 @@ class LlamaEngine:
         self._cache = PrefixStateCache(config.cache_bytes, config.cache_entries)
         self._texts = _Lru(64)  # tokenized prompt prefixes
         self._grammars = _Lru(64)  # GBNF, by JSON Schema
+        self._markup_openers: NDArray[np.intc] | None = None
 
     @classmethod
     def shared(cls, config: LocalModelConfig) -> LlamaEngine:
@@ -209,6 +211,16 @@ class LlamaEngine:
         """The GBNF of a JSON Schema (converted once per schema)."""
         source: str = self._grammars.get_or(schema_json, lambda: json_schema_to_gbnf(schema_json))
         return source
+
+    def markup_openers(self, llm: Llama) -> NDArray[np.intc]:
+        """Tokens whose text, leading spaces aside, opens markup: `{`, `[`, `<` (special tokens such as
+        `<tool_call>` included) or a code fence. Found once per model by reading the whole vocabulary."""
+        if self._markup_openers is None:
+            openers = (b"{", b"[", b"<", b"`")
+            pieces = (bytes(llm.detokenize([t], special=True)) for t in range(llm.n_vocab()))
+            found = [t for t, piece in enumerate(pieces) if piece.lstrip()[:1] in openers]
+            self._markup_openers = np.array(found, dtype=np.intc)
+        return self._markup_openers
 
     def covers(self, tokens: Tokens) -> bool:
         hit = self._cache.best(tokens)
@@ -348,12 +360,32 @@ class _Turn:
         self.engine.stats.generated_tokens += 1
 
     def sample(self, tokens: Tokens, *, temperature: float) -> Iterator[int]:
-        """Free text after `tokens`, ending before an end-of-turn token."""
+        """Free text after `tokens`, ending before an end-of-turn token.
+
+        The routing step has already decided that this is a text reply, so it may not open with markup: the
+        0.5B model otherwise sometimes writes a tool call out as JSON instead (seen: one
+        `{"name": "knowledge_lookup", ...}` line repeated until max_tokens, after the knowledge it asked for
+        was already in its prompt). Until the first token with visible text, markup openers are masked.
+        """
         self.engine.prefill(self.llm, tokens, self.cancel)
-        for token in self.llm.generate(tokens.tolist(), temp=temperature, repeat_penalty=1.0, reset=True):
+        openers = self.engine.markup_openers(self.llm)
+        opening = True
+
+        def no_markup_first(_: NDArray[np.intc], scores: NDArray[np.single]) -> NDArray[np.single]:
+            if opening:
+                scores[openers] = -np.inf
+            return scores
+
+        generated = self.llm.generate(
+            tokens.tolist(), temp=temperature, repeat_penalty=1.0, reset=True,
+            logits_processor=LogitsProcessorList([no_markup_first]),
+        )  # fmt: skip
+        for token in generated:
             if token in self.special_stops or llama_cpp.llama_vocab_is_eog(self.vocab, token):
                 return
             self.produced()
+            if opening and self.piece(token).strip():
+                opening = False
             yield token
 
     def constrained(self, tokens: Tokens, gbnf: str, *, limit: int, repeat_penalty: float = 1.0) -> Iterator[int]:

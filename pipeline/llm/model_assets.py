@@ -17,7 +17,6 @@ ordinary dependencies in pyproject.toml, so `pip install` brings them; nothing i
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import sys
@@ -28,8 +27,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pipeline.llm.errors import ModelAssetError
-
-CHUNK = 4 << 20
+from pipeline.model_files import JoinSizeError, join_parts
 
 
 @dataclass(frozen=True)
@@ -122,22 +120,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _join(parts: Sequence[Path], out: TextIO | None, dest: Path, asset: ModelAsset) -> str:
     """Copy the parts into `dest` (an open temp file's path), returning the SHA-256 of what was written."""
-    digest = hashlib.sha256()
     progress = _Progress(out, f"assembling {asset.filename}", asset.size)
-    done = 0
-    with dest.open("wb") as sink:
-        for part in parts:
-            with part.open("rb") as source:
-                while chunk := source.read(CHUNK):
-                    digest.update(chunk)
-                    sink.write(chunk)
-                    done += len(chunk)
-                    progress.update(done)
-        sink.flush()
-        os.fsync(sink.fileno())
-    if done != asset.size:
-        raise ModelAssetError(f"joined parts are {done} bytes, expected {asset.size}")
-    return digest.hexdigest()
+    try:
+        return join_parts(parts, dest, asset.size, progress.update)
+    except JoinSizeError as error:
+        raise ModelAssetError(str(error)) from None
 
 
 def ensure_model(

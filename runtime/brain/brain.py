@@ -39,14 +39,14 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pipeline.llm.errors import LLMError, LLMUnavailable
-from pipeline.llm.types import ChatMessage, GenerationSettings, TextDelta, ToolCall
+from pipeline.llm.types import ChatMessage, GenerationSettings, TextDelta, ToolCall, ToolSpec
 from runtime import events as ev
 from runtime.agent_config import WEEKDAYS, CompiledAgent
 from runtime.brain import guardrails, retrieval
 from runtime.brain.deps import BrainDeps
 from runtime.brain.dispatch import DEFAULT_GOODBYE, Effect, ToolRunner, TurnContext
 from runtime.brain.prompt import system_prompt
-from runtime.brain.tools import build_toolset, usable_methods
+from runtime.brain.tools import KNOWLEDGE_TOOL, build_toolset, usable_methods
 from runtime.brain.verification import Verification
 from runtime.events import ConversationEvent
 
@@ -280,7 +280,7 @@ class AgentBrain:
         self, turn: _Turn, messages: list[ChatMessage], settings: GenerationSettings, calls: list[ToolCall]
     ) -> AsyncGenerator[ConversationEvent, None]:
         """One model call: deltas out, tool calls into `calls`, a failure into `turn.failure`."""
-        stream = self.deps.llm.stream(messages, self.tools.specs, settings)
+        stream = self.deps.llm.stream(messages, self._offered(turn), settings)
         try:
             while True:
                 try:
@@ -310,6 +310,15 @@ class AgentBrain:
             delta = turn.show(turn.guard.flush())
             if delta is not None:
                 yield delta
+
+    def _offered(self, turn: _Turn) -> tuple[ToolSpec, ...]:
+        """The tools offered to the model this turn. When the knowledge found passages for the message before
+        the model was asked, they are in its prompt and `knowledge_lookup` is not offered: a second lookup
+        adds nothing, and the small local model, offered it, looks up again and then reads the tool result
+        out instead of answering (seen with Qwen2.5 0.5B; without the tool it answers from the passages)."""
+        if turn.context is None:
+            return self.tools.specs
+        return tuple(spec for spec in self.tools.specs if spec.name != KNOWLEDGE_TOOL)
 
     def _close(self, turn: _Turn, effect: Effect | None) -> list[ConversationEvent]:
         hit = turn.guard.hit or guardrails.phrase_in(turn.shown, self._phrases)

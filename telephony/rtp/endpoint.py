@@ -21,7 +21,10 @@ its own source the same way; until an RTCP packet arrives it goes to the RTP rem
 Pacing (rule 6): tick ``n`` fires at ``start + n * 20 ms`` of ``loop.time()``; a tick that is late by more
 than a frame skips ahead to the current tick instead of bursting. The lateness of each tick is recorded
 (``pacing_p50_ms`` / ``pacing_p99_ms``). Received audio plays out from the consumer's own deadline clock in
-``audio()`` / ``read_frame()``.
+``audio()`` / ``read_frame()``; ``playout_tick`` is the pacing tick of the frame it yielded last.
+
+Recording: while ``tap`` is set, the pacer hands it every audio frame that really left (decoded back to PCM,
+with its tick), and ``SipCallLeg.audio`` the frames received; see ``telephony.recording``.
 
 Tasks: the pacer and the RTCP reporter are the endpoint's only tasks; ``close()`` cancels and awaits both,
 closes both sockets and returns the port to its pool.
@@ -30,6 +33,7 @@ closes both sockets and returns the port to its pool.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import socket
@@ -43,6 +47,7 @@ from numpy.typing import NDArray
 
 from telephony.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from telephony.errors import RtpError
+from telephony.recording import RecordingTap
 from telephony.rtp.dtmf import DtmfDigit, DtmfReceiver, dtmf_packets
 from telephony.rtp.jitter import JitterBuffer
 from telephony.rtp.packet import PacketKind, RtpPacket, classify
@@ -59,6 +64,8 @@ from telephony.rtp.rtcp import (
 from telephony.rtp.seq import seq_add, ts_add
 
 __all__ = ["EndpointStats", "MediaReceiver", "MediaSender", "RtpEndpoint"]
+
+log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 PTIME = 0.020
@@ -176,7 +183,7 @@ class MediaSender:
     ) -> None:
         self.stats = stats
         self.ssrc, self.audio_pt, self.dtmf_pt = ssrc, audio_pt, dtmf_pt
-        self.encode = _CODECS[audio_pt][1]
+        self.decode, self.encode = _CODECS[audio_pt]  # decode: what left, back to PCM, for a recording
         self.frames: deque[bytes] = deque()
         self.capacity = capacity
         self._carry = np.zeros(0, dtype=np.int16)
@@ -187,9 +194,13 @@ class MediaSender:
         self.last_ts = self.ts0
         self._talking = False
         self.last_tick = 0
+        self.audio_frames_sent = 0  # the playback position: 20 ms frames that really left
+        self.paused = False  # hold the queue where it is (a possible barge-in); audio resumes from there
 
     def enqueue(self, pcm: NDArray[np.int16]) -> None:
-        audio = np.concatenate((self._carry, np.asarray(pcm, dtype=np.int16).ravel()))
+        audio = np.asarray(pcm, dtype=np.int16).ravel()
+        if len(self._carry):  # the common case (whole 20 ms frames, as an echo or TTS at 8 kHz) skips the copy
+            audio = np.concatenate((self._carry, audio))
         whole = len(audio) // SAMPLES * SAMPLES
         self._carry = audio[whole:]
         for i in range(0, whole, SAMPLES):
@@ -222,10 +233,11 @@ class MediaSender:
             self._talking = False  # audio after an event starts a new talkspurt
         elif self._dtmf:
             return None  # audio waits until the event is over
-        elif self.frames:
+        elif self.frames and not self.paused:
             ts = ts_add(self.ts0, n * SAMPLES)
             packet = RtpPacket(self.audio_pt, 0, ts, self.ssrc, not self._talking, self.frames.popleft())
             self._talking = True
+            self.audio_frames_sent += 1
         else:
             self._talking = False
             return None
@@ -288,6 +300,10 @@ class RtpEndpoint:
         self._rtcp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sent = asyncio.Event()  # set after every tick, for tests and for playback tracking
+        self.epoch = self._loop.time()  # when pacing tick 0 is due (reset as the pacer starts)
+        self.playout_tick = 0  # the pacing tick of the received frame `audio()` yielded last
+        self.tap: RecordingTap | None = None  # the call's recorder, while it is being recorded
+        self.sending = True  # False while the peer holds the call (RFC 3264 §8.4): frames go nowhere
         self.closed = False
 
     @classmethod
@@ -317,15 +333,12 @@ class RtpEndpoint:
             expected_ssrc=expected_ssrc,
         )
         try:
-            self._rtp, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self._on_rtp), sock=rtp_sock
-            )
-            self._rtcp, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Protocol(self._on_rtcp), sock=rtcp_sock
-            )
+            self._rtp, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self._on_rtp), sock=rtp_sock)
+            self._rtcp, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self._on_rtcp), sock=rtcp_sock)
         except BaseException:
             await self.close()
             raise
+        self.epoch = self._loop.time()
         self._tasks.add(asyncio.create_task(self._pace(), name=f"rtp-pace-{port}"))
         self._tasks.add(asyncio.create_task(self._report(), name=f"rtcp-{port}"))
         return self
@@ -341,6 +354,22 @@ class RtpEndpoint:
             self.receiver.remote = remote
         if rtcp is not None and not self._rtcp_latched:
             self.rtcp_remote = rtcp
+
+    def retarget(self, remote: Address) -> None:
+        """A re-INVITE moved the peer's media (RFC 3264 §8.3.1): send there and latch afresh on what comes."""
+        rx = self.receiver
+        rx.remote, rx.latched, rx.ssrc = remote, False, None
+        self._rtcp_latched, self.rtcp_remote = False, None
+
+    def configure(self, *, codec: str, audio_pt: int, dtmf_pt: int | None, sending: bool = True) -> None:
+        """The codec and payload types the offer/answer settled on (before media flows, or on a re-INVITE)."""
+        pair = _CODECS.get({"PCMU": PT_PCMU, "PCMA": PT_PCMA}.get(codec.upper(), -1))
+        if pair is None:
+            raise RtpError(f"no codec {codec!r}")
+        rx, tx = self.receiver, self.sender
+        rx.audio_pt, rx.dtmf_pt, rx.decode = audio_pt, dtmf_pt, pair[0]
+        tx.audio_pt, tx.dtmf_pt, tx.decode, tx.encode = audio_pt, dtmf_pt, pair[0], pair[1]
+        self.sending = sending
 
     @property
     def local_address(self) -> Address:
@@ -375,6 +404,7 @@ class RtpEndpoint:
                 n = math.floor((now - start) / PTIME)
                 deadline = start + n * PTIME
             await asyncio.sleep(max(0.0, deadline - now))
+            self.playout_tick = round((deadline - self.epoch) / PTIME)
             yield self.receiver.playout(self._loop.time())
 
     # ---------------------------------------------------------------------------------------------- send
@@ -399,7 +429,7 @@ class RtpEndpoint:
         await self._sent.wait()
 
     async def _pace(self) -> None:
-        start = self._loop.time()
+        start = self.epoch
         n = 0
         while True:
             deadline = start + n * PTIME
@@ -416,12 +446,22 @@ class RtpEndpoint:
             self._pacing.append(late)
             packet = self.sender.tick(n)
             remote = self.receiver.remote
-            if packet is not None and remote is not None and self._rtp is not None:
+            if packet is not None and remote is not None and self._rtp is not None and self.sending:
                 self._rtp.sendto(bytes(packet), remote)
+                if self.tap is not None and packet.payload_type == self.sender.audio_pt:
+                    self._record(packet.payload, n)
             for digit in self.receiver.dtmf.tick(now):
                 self._put_digit(digit)
             self._sent.set()
             n += 1
+
+    def _record(self, payload: bytes, tick: int) -> None:
+        assert self.tap is not None
+        try:
+            self.tap.agent_frame(self.sender.decode(payload), tick)
+        except Exception:  # a broken recorder must not stop the call's audio
+            log.exception("RTP %d: the recorder failed; recording stopped", self.port)
+            self.tap = None
 
     # ---------------------------------------------------------------------------------------------- RTCP
     def _on_rtcp(self, data: bytes, addr: Address) -> None:

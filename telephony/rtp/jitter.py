@@ -255,7 +255,8 @@ class JitterBuffer:
             return
         self._pushes_since_update = 0
         t = np.fromiter(self._transits, dtype=np.float64, count=len(self._transits))
-        spread = float(np.quantile(t, 0.95) - t.min())
+        k = int(0.95 * (len(t) - 1))  # the 95th percentile (lower), by selection: ~10x cheaper than np.quantile
+        spread = float(np.partition(t, k)[k] - t.min())
         target = spread + self.ptime_s
         self.stats.target_delay_s = min(max(target, self.min_delay_s), self.max_delay_s)
 

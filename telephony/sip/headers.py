@@ -13,6 +13,7 @@ case-insensitive and accept either the full or the compact name.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -107,7 +108,11 @@ def canonical(name: str) -> str:
     return found.name if found else name
 
 
+@functools.lru_cache(maxsize=1024)
 def _key(name: str) -> str:
+    """The comparison key of a header name (compact forms folded into full names). Cached: the same few
+    dozen names recur in every message, and parsing looks each up many times (bounded, so a flood of
+    made-up names only evicts)."""
     found = spec(name)
     return found.name.lower() if found else name.lower()
 
@@ -117,6 +122,8 @@ def split_top_level(value: str, sep: str) -> list[str]:
 
     Raises SipParseError on an unterminated quoted string or unbalanced angle brackets.
     """
+    if '"' not in value and "<" not in value and ">" not in value:  # the common case: nothing to skip over
+        return [part.strip() for part in value.split(sep)]
     parts: list[str] = []
     start = 0
     quoted = False
@@ -208,10 +215,11 @@ class Headers:
     for list-valued headers, so `Via: a, b` and two `Via:` lines read the same.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(n, v) for n, v in items]
+        self._keys: list[str] = [_key(n) for n, _ in self._items]  # kept in step with _items
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
@@ -223,7 +231,7 @@ class Headers:
         return len(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and any(_key(n) == _key(name) for n, _ in self._items)
+        return isinstance(name, str) and _key(name) in self._keys
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Headers) and self._items == other._items
@@ -237,10 +245,14 @@ class Headers:
     def copy(self) -> Headers:
         return Headers(self._items)
 
+    def count(self, name: str) -> int:
+        """How many field lines carry this header (compact and full names alike)."""
+        return self._keys.count(_key(name))
+
     def lines(self, name: str) -> list[str]:
         """The raw value of each field line with this name, unsplit."""
         key = _key(name)
-        return [v for n, v in self._items if _key(n) == key]
+        return [item[1] for k, item in zip(self._keys, self._items, strict=True) if k == key]
 
     def get_all(self, name: str) -> list[str]:
         found = spec(name)
@@ -255,6 +267,7 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         self._items.append((name, value))
+        self._keys.append(_key(name))
 
     def replace(self, name: str, value: str) -> None:
         """Set a single line: replaces the first line in place (keeping its spelling), drops the rest."""
@@ -270,11 +283,13 @@ class Headers:
         if not done:
             out.append((name, value))
         self._items = out
+        self._keys = [_key(n) for n, _ in out]
 
     def remove(self, name: str) -> int:
         key = _key(name)
         before = len(self._items)
         self._items = [(n, v) for n, v in self._items if _key(n) != key]
+        self._keys = [_key(n) for n, _ in self._items]
         return before - len(self._items)
 
 

@@ -24,6 +24,7 @@ the colon reduced to `: `, and Content-Length written as the body's length.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ REASONS: dict[int, str] = {
     407: "Proxy Authentication Required", 408: "Request Timeout", 413: "Request Entity Too Large",
     415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
     480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
-    483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here", 489: "Bad Event",
     491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
     504: "Server Time-out", 505: "Version Not Supported", 513: "Message Too Large", 603: "Decline",
 }
@@ -112,6 +113,18 @@ def parse_cseq(value: str) -> tuple[int, str]:
     return int(m[1]), m[2]
 
 
+# One message is read through these accessors several times (transaction keys, dialog matching), and
+# the values are immutable dataclasses, so parsing each distinct header value once is safe. Bounded.
+@functools.lru_cache(maxsize=4096)
+def _parse_via(value: str) -> Via:
+    return Via.parse(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_name_addr(value: str) -> NameAddr:
+    return NameAddr.parse(value)
+
+
 class _Message:
     """Typed accessors shared by requests and responses (valid after `parse`)."""
 
@@ -138,7 +151,7 @@ class _Message:
 
     @property
     def top_via(self) -> Via:
-        return Via.parse(self._one("Via"))
+        return _parse_via(self._one("Via"))
 
     @property
     def branch(self) -> str | None:
@@ -146,11 +159,11 @@ class _Message:
 
     @property
     def from_(self) -> NameAddr:
-        return NameAddr.parse(self._one("From"))
+        return _parse_name_addr(self._one("From"))
 
     @property
     def to(self) -> NameAddr:
-        return NameAddr.parse(self._one("To"))
+        return _parse_name_addr(self._one("To"))
 
     @property
     def from_tag(self) -> str | None:
@@ -260,7 +273,7 @@ def _start_line(start: str) -> tuple[str, Uri] | tuple[int, str]:
 
 def _validate(headers: Headers, method: str | None) -> None:
     for single in _SINGLE:
-        if len(headers.lines(single.name)) > 1:
+        if headers.count(single.name) > 1:
             raise SipParseError(f"multiple {single.name}")
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if not headers.get_all(name):

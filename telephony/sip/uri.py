@@ -263,3 +263,29 @@ def _quoted_end(text: str) -> int:
 def parse_name_addrs(value: str) -> list[NameAddr]:
     """A comma-separated list (Contact, Route, Record-Route) of name-addr values."""
     return [NameAddr.parse(part) for part in split_top_level(value, ",")]
+
+
+_PHONE_RE = re.compile(r"\+?[0-9]{3,20}")
+
+
+def refer_target(destination: str, domain: str | None) -> str:
+    """The Refer-To URI for a transfer destination.
+
+    A URI (`sip:`, `sips:`, `tel:`) is used as given. A phone number, as agents store them (E.164), becomes
+    `sip:<number>@<domain>;user=phone` (RFC 3261 §19.1.6; `domain` is `host[:port]`) so that the trunk
+    the call came from routes it, or `tel:<number>` when no domain is known. Anything else raises
+    `SipParseError`.
+    """
+    text = destination.strip()
+    if _starts_with_scheme(text):
+        try:
+            SipUri.parse(text)  # sip, sips or tel: what a transferee can call
+        except UnsupportedUriScheme as exc:
+            raise SipParseError(str(exc)) from None
+        return text
+    if not _PHONE_RE.fullmatch(text):
+        raise SipParseError(f"not a transfer destination: {text[:40]!r}")
+    if not domain:
+        return f"tel:{text}"
+    host, port = split_hostport(domain)
+    return str(SipUri("sip", host, text, port=port, params=(("user", "phone"),)))

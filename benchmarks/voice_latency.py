@@ -1,0 +1,579 @@
+"""Voice-to-voice latency, barge-in, runtime overhead and memory of the voice agent, over loopback.
+
+The server (benchmarks/voice_server.py) runs in its own process, so its RSS is its own: the SIP edge with
+`VoiceAgent` on a fresh SQLite database, the full local stack (Silero VAD, Whisper tiny.en, Qwen2.5 0.5B
+on llama.cpp, Piper). The caller (benchmarks/voice_caller.py) is a scripted UDP phone in this process: it
+sends espeak-ng questions (tests/peers/speech.py `speech_pcm`, trimmed to whole 20 ms frames of speech) as
+paced μ-law RTP, silence between them, and timestamps every agent RTP packet on arrival (perf_counter).
+
+1. Voice-to-voice latency per turn: the last RTP packet of the caller's speech leaving -> the first agent
+   packet with sound (peak above ~-42 dBFS) arriving. Several calls, a few questions each, after one
+   warm-up call that is not counted. Per turn, the receipt the server wrote (user_utterance.data.timings
+   in conversation_events, read from SQLite after the run) splits it: speechEndToTranscriptMs (VAD stop
+   -> transcript), firstTokenMs (brain turn start -> first LLM token), ttsFirstAudioMs (a synthesis'
+   start -> its first audio).
+2. Barge-in: the agent reads a long greeting; 1.5-3 s into it the caller asks a question. Onset = the
+   first RTP packet of that speech leaving; stop = the last agent packet before the first gap of more
+   than 100 ms in its audio, + 20 ms (that packet's play time). One barge-in per call.
+3. Runtime overhead: a second server with instant fakes (`--fake`: ScriptedSTTService delay 0,
+   ScriptedLLM ttft 0, ScriptedTTSService ttfb 0), the same measurement as 1, minus the configured waits
+   VoiceSettings.vad_stop_s + turn_timeout_s (0.25 + 0.35 s). What remains is everything else: jitter
+   buffer and resampling of the caller's audio, Silero's 32 ms analysis windows, frame hops through
+   pipecat, the output transport and the 20 ms RTP pacer.
+4. Memory: the real server's VmRSS before any call, after the warm-up with no call up, with 1, 2, 4 calls
+   up at once (each greeted and answered once), and after each of back-to-back calls for ``--soak``
+   seconds; the least-squares slope of RSS over cumulative call time, in MB per call-hour.
+
+Prints the figures, writes benchmarks/results/voice_latency.json and voice_latency.png. Timings are
+reported, never asserted.
+
+    nice -n 5 .venv/bin/python benchmarks/voice_latency.py [--quick] [--calls 5] [--questions 4]
+        [--barge-ins 10] [--soak 240] [--levels 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uvloop
+from numpy.typing import NDArray
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from voice_caller import Arrival, Caller, trim  # the benchmarks folder, on the path above
+
+from tests.peers.speech import speech_pcm
+
+RESULTS = Path(__file__).parent / "results"
+SERVER = Path(__file__).parent / "voice_server.py"
+QUESTIONS = (
+    "What time do you open on Saturday?",
+    "Do you deliver to the airport?",
+    "How much is a large pepperoni pizza?",
+    "Do you have any vegan options?",
+    "Can I pick up my order in twenty minutes?",
+    "Is there parking near the restaurant?",
+    "Do you sell gluten free crust?",
+    "What is your phone number?",
+)
+BARGE_IN = "Sorry, can I just order a pizza?"
+VAD_STOP_S, TURN_TIMEOUT_S = 0.25, 0.35  # runtime/voice/call.py VoiceSettings defaults, used by both servers
+GOALS = {"v2v_p50_ms": 900, "v2v_p95_ms": 1300, "barge_in_p95_ms": 250, "overhead_p95_ms": 30, "mb_per_call_hour": 1}
+ANSWER_GAP_S = 1.0  # the agent is done when no packet has come for this long
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples, dtype=np.float64), q)) if samples else float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stats(samples: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(samples),
+        "p50": percentile(samples, 50),
+        "p95": percentile(samples, 95),
+        "min": min(samples, default=float("nan")),
+        "max": max(samples, default=float("nan")),
+    }
+
+
+# --- the server process -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    port: int
+    numbers: dict[str, str]
+    database: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss(self) -> float:
+        return rss_mb(self.pid)
+
+
+def spawn(command: list[str], log: Path) -> subprocess.Popen[str]:
+    with open(log, "w") as err:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+
+
+@asynccontextmanager
+async def voice_server(workdir: Path, name: str, *, fake: bool) -> AsyncIterator[Server]:
+    """A fresh voice_server.py on its own database under ``workdir/name``; stopped with SIGTERM."""
+    data = workdir / name
+    log = workdir / f"{name}-server.log"
+    command = [sys.executable, str(SERVER), "--data-dir", str(data)] + (["--fake"] if fake else [])
+    process = spawn(command, log)
+    try:
+        assert process.stdout is not None
+        line = await asyncio.to_thread(process.stdout.readline)  # one JSON line once it listens
+        try:
+            ready = json.loads(line)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"voice server did not start: {log.read_text()[-3000:]}") from None
+        yield Server(process, int(ready["sip_port"]), dict(ready["numbers"]), Path(ready["database"]), log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+# --- caller scripts -----------------------------------------------------------------------------------
+
+
+class Speech:
+    """espeak-ng questions as 8 kHz PCM, trimmed to the speech, made once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, NDArray[np.int16]] = {}
+
+    def __call__(self, text: str) -> NDArray[np.int16]:
+        if text not in self._cache:
+            self._cache[text] = trim(speech_pcm(text))
+        return self._cache[text]
+
+
+@dataclass
+class Turn:
+    caller_id: str
+    index: int  # 0-based question number within the call
+    question: str
+    speech_end: float  # perf_counter: the last speech packet left
+    first_packet_ms: float | None  # -> the first agent packet (with or without sound)
+    v2v_ms: float | None  # -> the first agent packet with sound
+    answer_s: float  # how long the agent spoke
+
+
+class Calls:
+    """Places calls to one server and runs the caller's scripts on them."""
+
+    def __init__(self, server: Server, speech: Speech, tag: str) -> None:
+        self.server, self.speech, self.tag = server, speech, tag
+        self.count = 0
+
+    async def dial(self, agent: str) -> Caller:
+        self.count += 1
+        caller = Caller(self.server.port, self.server.numbers[agent], f"+1{self.tag}{self.count:07d}")
+        await caller.dial()
+        return caller
+
+    async def greeting(self, caller: Caller, within: float = 30.0) -> None:
+        """Until the greeting has been played out."""
+        if await caller.agent_sound(0.0, within) is None:
+            raise RuntimeError("no greeting")
+        await caller.agent_quiet(ANSWER_GAP_S, within)
+
+    async def ask(self, caller: Caller, index: int, question: str, answer_within: float = 60.0) -> Turn:
+        spoken = await caller.speak(self.speech(question))
+        sound = await caller.agent_sound(spoken.last, answer_within)
+        first = next((a.at for a in caller.arrivals if a.at > spoken.last), None)
+        last = await caller.agent_quiet(ANSWER_GAP_S, answer_within) if sound is not None else None
+        return Turn(
+            caller.caller_id, index, question, spoken.last,
+            None if first is None else 1000 * (first - spoken.last),
+            None if sound is None else 1000 * (sound - spoken.last),
+            0.0 if sound is None or last is None else last - sound,
+        )  # fmt: skip
+
+    async def conversation(self, questions: Sequence[str], pause_s: float = 0.5) -> list[Turn]:
+        """One call: the greeting, then each question after the previous answer; hang up."""
+        caller = await self.dial("latency")
+        turns = []
+        try:
+            await self.greeting(caller)
+            for i, question in enumerate(questions):
+                await asyncio.sleep(pause_s)  # the caller's own pause before answering back
+                turns.append(await self.ask(caller, i, question))
+        finally:
+            await caller.hangup()
+        return turns
+
+
+def barge_in_stop(arrivals: Sequence[Arrival], onset: float, until: float, gap: float = 0.1) -> float | None:
+    """When the agent's audio stopped after ``onset``: the last packet before the first gap longer than
+    ``gap`` (+ 20 ms, its play time), looking up to ``until``. None when the agent was not speaking at the
+    onset or had not stopped by then."""
+    before = [a for a in arrivals if a.at <= onset]
+    if not before or onset - before[-1].at > gap:
+        return None  # the agent was not speaking when the caller started
+    prev = before[-1].at
+    for arrival in arrivals[len(before) :]:
+        if arrival.at - prev > gap:
+            return prev + 0.020
+        prev = arrival.at
+    return prev + 0.020 if until - prev > gap else None
+
+
+async def barge_in(calls: Calls, rng: random.Random) -> dict[str, Any]:
+    """One call: 1.5-3 s into the long greeting the caller talks; how long until the agent's audio stops."""
+    caller = await calls.dial("bargein")
+    try:
+        started = await caller.agent_sound(0.0, 30.0)
+        if started is None:
+            raise RuntimeError("no greeting")
+        await asyncio.sleep(max(0.0, started + rng.uniform(1.5, 3.0) - time.perf_counter()))
+        spoken = await caller.speak(calls.speech(BARGE_IN))
+        await asyncio.sleep(0.5)
+        stop = barge_in_stop(caller.arrivals, spoken.first, time.perf_counter())
+    finally:
+        await caller.hangup()
+    return {"into_greeting_s": spoken.first - started, "ms": None if stop is None else 1000 * (stop - spoken.first)}
+
+
+# --- phases ---------------------------------------------------------------------------------------------
+
+
+async def latency_turns(calls: Calls, n_calls: int, n_questions: int, rng: random.Random) -> list[Turn]:
+    turns: list[Turn] = []
+    for c in range(n_calls):
+        questions = rng.sample(QUESTIONS, n_questions)
+        got = await calls.conversation(questions)
+        turns += got
+        done = [f"{t.v2v_ms:.0f}" if t.v2v_ms is not None else "-" for t in got]
+        print(f"    call {c + 1}/{n_calls}: v2v ms {', '.join(done)}", flush=True)
+    return turns
+
+
+async def concurrency(calls: Calls, server: Server, levels: Sequence[int], rng: random.Random) -> list[dict[str, Any]]:
+    """RSS with N calls up at once, each greeted and answered once before the sample."""
+    out = []
+    for n in levels:
+        callers = [await calls.dial("latency") for _ in range(n)]
+        try:
+            await asyncio.gather(*(calls.greeting(c, within=90.0) for c in callers))
+            turns = await asyncio.gather(
+                *(calls.ask(c, 0, rng.choice(QUESTIONS), answer_within=120.0) for c in callers)
+            )
+            rss = server.rss()
+        finally:
+            await asyncio.gather(*(c.hangup() for c in callers), return_exceptions=True)
+        answered = [t.v2v_ms for t in turns if t.v2v_ms is not None]
+        out.append({"calls": n, "rss_mb": rss, "v2v_ms_max": max(answered, default=float("nan"))})
+        print(f"    {n} concurrent: RSS {rss:.1f} MB", flush=True)
+    return out
+
+
+async def soak(calls: Calls, server: Server, seconds: float, rng: random.Random) -> dict[str, Any]:
+    """Back-to-back calls (greeting, one question, answer, hang-up) for ``seconds``; RSS after each."""
+    samples: list[tuple[float, float]] = []  # (cumulative call seconds, RSS MB with no call up)
+    call_s = 0.0
+    end = time.monotonic() + seconds
+    turns: list[Turn] = []
+    while time.monotonic() < end:
+        started = time.monotonic()
+        turns += await calls.conversation([rng.choice(QUESTIONS)], pause_s=0.2)
+        call_s += time.monotonic() - started
+        await asyncio.sleep(0.3)  # the hang-up reaches the server and the call's tasks end
+        samples.append((call_s, server.rss()))
+    xs = np.array([s[0] / 3600 for s in samples])
+    ys = np.array([s[1] for s in samples])
+    slope = float(np.polyfit(xs, ys, 1)[0]) if len(samples) >= 3 else float("nan")
+    warm = samples[min(2, len(samples) - 1) :]  # allocator arenas and caches settle over the first calls
+    warm_slope = (
+        float(np.polyfit([s[0] / 3600 for s in warm], [s[1] for s in warm], 1)[0]) if len(warm) >= 3 else float("nan")
+    )
+    return {
+        "seconds": seconds,
+        "calls": len(samples),
+        "call_hours": call_s / 3600,
+        "rss_first_mb": samples[0][1] if samples else float("nan"),
+        "rss_last_mb": samples[-1][1] if samples else float("nan"),
+        "mb_per_call_hour": slope,
+        "mb_per_call_hour_after_2_calls": warm_slope,
+        "samples": samples,
+        "v2v_ms": [t.v2v_ms for t in turns],
+    }
+
+
+def receipts(database: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per caller id (the conversation's end_user), the data of each user_utterance, in order."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT c.end_user, e.data FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id "
+            "WHERE e.type = 'user_utterance' ORDER BY e.seq"
+        ).fetchall()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for end_user, data in rows:
+        out.setdefault(str(end_user), []).append(json.loads(data))
+    return out
+
+
+def breakdown(turns: Sequence[Turn], database: Path) -> list[dict[str, Any]]:
+    """Each measured turn beside the server's receipt timings for it (matched by caller id and order)."""
+    by_caller = receipts(database)
+    rows = []
+    for t in turns:
+        utterances = by_caller.get(t.caller_id, [])
+        data = utterances[t.index] if t.index < len(utterances) else {}
+        timings = data.get("timings", {})
+        rows.append(
+            {
+                **{k: v for k, v in asdict(t).items() if k != "speech_end"},
+                "heard": data.get("text", ""),
+                "user_turns_in_call": len(utterances),
+                "speechEndToTranscriptMs": timings.get("speechEndToTranscriptMs"),
+                "firstTokenMs": timings.get("firstTokenMs"),
+                "ttsFirstAudioMs": timings.get("ttsFirstAudioMs"),
+                "restMs": rest_ms(t.v2v_ms, timings),
+            }
+        )
+    return rows
+
+
+def rest_ms(v2v_ms: float | None, timings: dict[str, Any]) -> float | None:
+    """What the receipt does not explain: v2v - VAD stop wait - transcript - first token - first TTS audio
+    (the turn timeout where it outlasts transcription, frame hops, the jitter buffer, resampling, pacing)."""
+    parts = [timings.get(k) for k in ("speechEndToTranscriptMs", "firstTokenMs", "ttsFirstAudioMs")]
+    if v2v_ms is None or any(p is None for p in parts):
+        return None
+    return v2v_ms - 1000 * VAD_STOP_S - sum(float(p) for p in parts if p is not None)
+
+
+async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng: random.Random) -> dict[str, Any]:
+    print("... real stack: starting the server (Whisper tiny.en, Qwen2.5 0.5B, Piper, Silero)", flush=True)
+    async with voice_server(workdir, "real", fake=False) as server:
+        calls = Calls(server, speech, "4155")
+        memory: dict[str, Any] = {"rss_started_mb": server.rss()}
+        print("... warm-up call (not counted)", flush=True)
+        warm = await calls.conversation([QUESTIONS[0]])
+        await asyncio.sleep(1.0)
+        memory["rss_idle_after_warmup_mb"] = server.rss()
+        print(f"... voice-to-voice latency: {args.calls} calls x {args.questions} questions", flush=True)
+        turns = await latency_turns(calls, args.calls, args.questions, rng)
+        print(f"... barge-in: {args.barge_ins} calls", flush=True)
+        barges = []
+        for i in range(args.barge_ins):
+            barges.append(await barge_in(calls, rng))
+            ms = barges[-1]["ms"]
+            print(f"    barge-in {i + 1}/{args.barge_ins}: {'-' if ms is None else f'{ms:.0f}'} ms", flush=True)
+        await asyncio.sleep(1.0)
+        memory["rss_idle_before_concurrency_mb"] = server.rss()
+        print(f"... memory: concurrent calls {args.levels}", flush=True)
+        memory["concurrent"] = await concurrency(calls, server, args.levels, rng)
+        await asyncio.sleep(1.0)
+        memory["rss_idle_after_concurrency_mb"] = server.rss()
+        print(f"... memory: back-to-back calls for {args.soak:.0f} s", flush=True)
+        memory["soak"] = await soak(calls, server, args.soak, rng)
+        memory["rss_end_mb"] = server.rss()
+        database = server.database
+        log = server.log
+    rows = breakdown(turns, database)
+    v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
+    bms = [b["ms"] for b in barges if b["ms"] is not None]
+    return {
+        "warmup_v2v_ms": [t.v2v_ms for t in warm],
+        "turns": rows,
+        "v2v_ms": stats(v2v),
+        "first_packet_ms": stats([t.first_packet_ms for t in turns if t.first_packet_ms is not None]),
+        "unanswered_turns": sum(t.v2v_ms is None for t in turns),
+        "parts_ms": {
+            key: stats([r[key] for r in rows if r[key] is not None])
+            for key in ("speechEndToTranscriptMs", "firstTokenMs", "ttsFirstAudioMs", "restMs")
+        },
+        "barge_ins": barges,
+        "barge_in_ms": stats(bms),
+        "barge_in_missed": sum(b["ms"] is None for b in barges),
+        "memory": memory,
+        "server_log": str(log),
+    }
+
+
+async def run_fake(args: argparse.Namespace, workdir: Path, speech: Speech, rng: random.Random) -> dict[str, Any]:
+    print("... instant fakes: starting the --fake server", flush=True)
+    async with voice_server(workdir, "fake", fake=True) as server:
+        calls = Calls(server, speech, "6505")
+        await calls.conversation([QUESTIONS[0]])  # warm-up
+        turns = await latency_turns(calls, args.fake_calls, args.questions, rng)
+    waits_ms = 1000 * (VAD_STOP_S + TURN_TIMEOUT_S)
+    v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
+    return {
+        "v2v_ms": stats(v2v),
+        "subtracted_ms": waits_ms,
+        "overhead_ms": stats([v - waits_ms for v in v2v]),
+        "samples_ms": v2v,
+        "unanswered_turns": sum(t.v2v_ms is None for t in turns),
+    }
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def line(name: str, s: dict[str, float], goal: str = "") -> str:
+    return (
+        f"  {name:<38} p50 {s['p50']:7.0f}  p95 {s['p95']:7.0f}  min {s['min']:6.0f}  max {s['max']:6.0f}"
+        f"  (n={s['n']}){goal}"
+    )
+
+
+def verdict(value: float, goal: float) -> str:
+    return f"  goal <= {goal:g}: {'MET' if value <= goal else 'NOT MET'}"
+
+
+def report(results: dict[str, Any]) -> None:
+    real, fake = results["real"], results["fake"]
+    print(f"\nvoice agent on loopback, {results['cpus']} cores, python {results['python']}")
+    v = real["v2v_ms"]
+    print("\n1. voice-to-voice latency, last caller speech packet -> first agent packet with sound (ms)")
+    print(line("voice-to-voice", v))
+    print(f"     p50{verdict(v['p50'], GOALS['v2v_p50_ms'])}; p95{verdict(v['p95'], GOALS['v2v_p95_ms'])}")
+    print(line("... to the first agent packet at all", real["first_packet_ms"]))
+    for key, s in real["parts_ms"].items():
+        print(line(f"server receipt {key}", s))
+    if real["unanswered_turns"]:
+        print(f"  {real['unanswered_turns']} turns got no answer")
+    print("  per turn (ms): v2v measured; stt, token, tts from the receipt; rest = v2v - 250 (VAD stop) - the three")
+    print(f"  {'call':>12}{'#':>3}{'v2v':>7}{'stt':>7}{'token':>7}{'tts':>7}{'rest':>7}  heard")
+    for r in real["turns"]:
+        cells = [r["v2v_ms"], r["speechEndToTranscriptMs"], r["firstTokenMs"], r["ttsFirstAudioMs"], r["restMs"]]
+        text = "".join(f"{c:>7.0f}" if c is not None else f"{'-':>7}" for c in cells)
+        print(f"  {r['caller_id']:>12}{r['index']:>3}{text}  {r['heard'][:60]!r}")
+    b = real["barge_in_ms"]
+    print("\n2. barge-in, caller speech onset -> agent audio stops (last packet + 20 ms), ms")
+    print(line("barge-in", b, verdict(b["p95"], GOALS["barge_in_p95_ms"])))
+    if real["barge_in_missed"]:
+        print(f"  {real['barge_in_missed']} barge-ins where the agent did not stop (or was not speaking)")
+    o = fake["overhead_ms"]
+    print(f"\n3. runtime overhead with instant fakes (STT, LLM, TTS), ms; subtracted {fake['subtracted_ms']:.0f} ms")
+    print(line("speech end -> first agent sound", fake["v2v_ms"]))
+    print(line("minus the VAD stop + turn timeout", o, verdict(o["p95"], GOALS["overhead_p95_ms"])))
+    m = real["memory"]
+    print("\n4. server memory (VmRSS, MB)")
+    print(f"  started {m['rss_started_mb']:.1f}; idle after the warm-up call {m['rss_idle_after_warmup_mb']:.1f}")
+    print(
+        f"  idle before the concurrency step {m['rss_idle_before_concurrency_mb']:.1f}, "
+        f"after it {m['rss_idle_after_concurrency_mb']:.1f}"
+    )
+    base = m["rss_idle_before_concurrency_mb"]
+    for c in m["concurrent"]:
+        per = (c["rss_mb"] - base) / c["calls"]
+        print(f"  {c['calls']} calls up: {c['rss_mb']:.1f} MB ({per:+.1f} MB per call over idle)")
+    s = m["soak"]
+    print(
+        f"  back-to-back: {s['calls']} calls, {s['call_hours'] * 60:.1f} call-minutes, RSS {s['rss_first_mb']:.1f} -> "
+        f"{s['rss_last_mb']:.1f} MB; slope {s['mb_per_call_hour']:.1f} MB/call-hour "
+        f"({s['mb_per_call_hour_after_2_calls']:.1f} after the first 2 calls)"
+        f"{verdict(s['mb_per_call_hour_after_2_calls'], GOALS['mb_per_call_hour'])}"
+    )
+    print(
+        "  (a short window: a few MB of allocator or cache growth extrapolates to a large per-call-hour figure;\n"
+        "   read the slope as an upper bound on a leak, not a measurement of one)"
+    )
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real, fake = results["real"], results["fake"]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    ax = axes[0][0]
+    v2v = [r["v2v_ms"] for r in real["turns"] if r["v2v_ms"] is not None]
+    ax.hist(v2v, bins=20, color="tab:blue")
+    for goal, style in ((GOALS["v2v_p50_ms"], ":"), (GOALS["v2v_p95_ms"], "--")):
+        ax.axvline(goal, ls=style, color="grey")
+    ax.set(xlabel="ms", ylabel="turns", title="voice-to-voice latency (goals p50 900, p95 1300)")
+    ax = axes[0][1]
+    rows = [r for r in real["turns"] if r["v2v_ms"] is not None]
+    x = np.arange(len(rows))
+    bottom = np.zeros(len(rows))
+    for key, color in (("speechEndToTranscriptMs", "tab:orange"), ("firstTokenMs", "tab:green")):
+        values = np.array([r[key] or 0.0 for r in rows])
+        ax.bar(x, values, bottom=bottom, color=color, label=key)
+        bottom += values
+    ax.plot(x, [r["v2v_ms"] for r in rows], "k.", label="measured v2v")
+    ax.set(xlabel="turn", ylabel="ms", title="per turn: server receipt parts vs measured")
+    ax.legend(fontsize=8)
+    ax = axes[1][0]
+    ax.hist([b["ms"] for b in real["barge_ins"] if b["ms"] is not None], bins=12, color="tab:red", label="barge-in")
+    ax.axvline(GOALS["barge_in_p95_ms"], ls="--", color="grey")
+    ax.set(xlabel="ms", ylabel="barge-ins", title="barge-in: onset -> agent audio stops (goal p95 250)")
+    ax = axes[1][1]
+    soak = real["memory"]["soak"]
+    ax.plot([s[0] / 60 for s in soak["samples"]], [s[1] for s in soak["samples"]], "o-", label="after each call")
+    ax.set(xlabel="cumulative call-minutes", ylabel="VmRSS MB", title="server RSS over back-to-back calls")
+    ax.legend()
+    fig.suptitle(f"flowyte voice agent, loopback, {results['cpus']} cores (fake-model overhead p95 "
+                 f"{fake['overhead_ms']['p95']:.0f} ms)")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="flowyte-voice-latency-"))
+    speech = Speech()
+    for text in (*QUESTIONS, BARGE_IN):
+        speech(text)
+    rng = random.Random(args.seed)
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "args": {k: v for k, v in vars(args).items() if k != "levels"} | {"levels": list(args.levels)},
+        "workdir": str(workdir),
+    }
+    results["real"] = await run_real(args, workdir, speech, rng)
+    results["fake"] = await run_fake(args, workdir, speech, rng)
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run, about two minutes")
+    parser.add_argument("--calls", type=int, default=5, help="latency calls on the real stack")
+    parser.add_argument("--questions", type=int, default=4, help="questions per latency call")
+    parser.add_argument("--barge-ins", type=int, default=10)
+    parser.add_argument("--fake-calls", type=int, default=4, help="latency calls on the --fake server")
+    parser.add_argument("--levels", default="1,2,4", help="concurrent calls for the memory step")
+    parser.add_argument("--soak", type=float, default=240.0, help="seconds of back-to-back calls")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.questions, args.barge_ins, args.fake_calls = 1, 3, 3, 1
+        args.levels, args.soak = "2", 30.0
+    args.levels = [int(x) for x in str(args.levels).split(",")]
+    results = uvloop.run(run(args))
+    report(results)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "voice_latency.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, RESULTS / "voice_latency.png")
+    print(f"\nran {results['elapsed_s']:.0f} s; server logs in {results['workdir']}")
+    print(f"wrote {RESULTS / 'voice_latency.json'} and voice_latency.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The SIP edge answering with the voice agent, alone in its own process, for benchmarks/voice_latency.py.
+
+Builds `Services` on a fresh SQLite database in ``--data-dir`` (the assembled LLM is linked in from
+``--models-from``, so nothing is joined again), creates an organization with a key, funds it, and through
+the real API (httpx.ASGITransport) creates and publishes two agents and imports a number for each:
+
+* ``latency``: a one-line greeting; the persona asks for one short sentence per answer;
+* ``bargein``: a greeting of several long sentences, so there is always agent speech to talk over.
+
+Calls are admitted as in ``flowyte serve`` (`CallAdmission` -> `VoiceAgent`, models preloaded, the LLM
+loaded before the first call). With ``--fake`` the same pipeline runs with instant stand-ins instead of the
+models: `ScriptedSTTService` (delay 0), `ScriptedLLM` (ttft 0), `ScriptedTTSService` (ttfb 0), so what is
+left of a turn's latency is the runtime's own overhead plus the VAD and turn-end waits.
+
+Prints one JSON line on stdout once it listens - ``{"sip_port", "numbers": {"latency", "bargein"},
+"database", "pid"}`` - and serves until SIGTERM or SIGINT.
+
+    .venv/bin/python benchmarks/voice_server.py --data-dir /tmp/x [--models-from .flowyte] [--fake]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from control_api.agent_store import DatabaseAgentSource
+from control_api.auth.keys import create_key
+from control_api.auth.scopes import ALL_SCOPES
+from control_api.billing import ledger
+from control_api.calls.admission import CallAdmission
+from control_api.calls.records import CallRecords
+from control_api.calls.session import AdmittedCall, CallHandler
+from control_api.calls.voice import SpeechModels, TurnWriter, VoiceAgent
+from control_api.chat.turns import brain_deps
+from control_api.db.engine import create_engine, migrate
+from control_api.http.app import create_app
+from control_api.llm import LazyLLM
+from control_api.numbers.inbound import DatabaseNumberRouter
+from control_api.numbers.inventory import ensure_seeded
+from control_api.services import Services
+from control_api.settings import Settings, sqlite_url
+from pipeline.llm.model_assets import QWEN_CODER_05B_Q4KM, marker_path, model_path
+from pipeline.llm.scripted import ScriptedLLM
+from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
+from runtime.brain import AgentBrain
+from runtime.voice.call import VoiceCall, VoiceSettings
+from telephony.call import SipCallLeg
+from telephony.edge import EdgeConfig, SipEdge
+
+HOST = "127.0.0.1"
+LATENCY_GREETING = "Thanks for calling Tony's Pizza."
+LONG_GREETING = (
+    "Thanks for calling Tony's Pizza on Main Street, the home of the wood fired crust since nineteen eighty two. "
+    "Before we begin, here is a little about us: every pizza is made to order with fresh dough that rises for "
+    "two whole days, tomatoes from the valley, and mozzarella from a small dairy just outside of town. "
+    "We deliver to every neighborhood within five miles, and pickup orders are ready in about twenty minutes. "
+    "On weekends we also bake calzones, garlic knots and a sweet cinnamon dessert pizza that our regulars love. "
+    "Now, tell me how I can help you today."
+)
+PERSONA = "You answer the phone for Tony's Pizza. Keep every answer to one short sentence."
+FAKE_QUESTION = "What time do you open on Saturday?"
+FAKE_ANSWER = "We open at eleven."
+
+
+def link_llm_model(models_from: Path, data_dir: Path) -> None:
+    """Link the assembled GGUF (and its digest marker) into ``data_dir/models`` instead of joining it again."""
+    source, target = model_path(models_from), model_path(data_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((source, target), (marker_path(source), marker_path(target))):
+        if src.exists() and not dst.exists():
+            dst.symlink_to(src.resolve())
+
+
+async def provision(services: Services) -> dict[str, str]:
+    """An org, a key and credits; the two agents published and a number imported for each (via the API)."""
+    async with services.engine.begin() as conn:
+        await ensure_seeded(conn)
+        record, secret = await create_key(
+            conn, org_name=f"bench-{secrets.token_hex(4)}", scopes=ALL_SCOPES, label="bench", clock=services.clock
+        )
+        await ledger.post(
+            conn, org_id=record.org_id, key=f"bench-credit:{secrets.token_hex(8)}", kind="credit",
+            amount_credits=10_000_000, description="benchmark credit", now=services.clock.now(),
+        )  # fmt: skip
+    numbers: dict[str, str] = {}
+    transport = httpx.ASGITransport(app=create_app(services))
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench/api/v1", headers=headers) as http:
+        for name, greeting in (("latency", LATENCY_GREETING), ("bargein", LONG_GREETING)):
+            body: dict[str, Any] = {
+                "name": f"Bench {name}",
+                "greeting": greeting,
+                "persona": {"role": PERSONA},
+                "callControl": {"idleReminderSeconds": 300, "maxCallSeconds": 3600},
+            }
+            created = await http.post("/agents", json=body)
+            created.raise_for_status()
+            agent_id = created.json()["data"]["id"]
+            (await http.post(f"/agents/{agent_id}/publish")).raise_for_status()
+            e164 = f"+1305{random.randrange(2_000_000, 5_000_000)}"
+            (await http.post("/numbers/import", json={"e164": e164, "agentId": agent_id})).raise_for_status()
+            numbers[name] = e164
+    return numbers
+
+
+def fake_voice_agent(services: Services) -> CallHandler:
+    """`VoiceAgent` with instant stand-ins for Whisper and Piper (the LLM is the `ScriptedLLM` in services)."""
+
+    async def answer(call: AdmittedCall, leg: SipCallLeg, conversation_id: str) -> str | None:
+        brain = AgentBrain(
+            call.agent, brain_deps(services), channel="voice", conversation_id=conversation_id,
+            org_id=call.route.org_id, caller_id=call.info.caller or None,
+        )  # fmt: skip
+        writer = TurnWriter(services, call.route.org_id, conversation_id, brain)
+        stt = ScriptedSTTService([FAKE_QUESTION] * 10_000, delay_s=0.0)
+        tts = ScriptedTTSService(sample_rate=leg.sample_rate, ttfb_s=0.0)
+        settings = VoiceSettings(idle_s=300, max_call_s=3600)
+        result = await VoiceCall(leg, leg, brain, stt=stt, tts=tts, listener=writer, settings=settings).run()
+        return result.outcome
+
+    return answer
+
+
+async def serve(args: argparse.Namespace) -> None:
+    data_dir: Path = args.data_dir
+    settings = Settings(data_dir=data_dir, database_url=sqlite_url(data_dir))
+    engine = create_engine(settings.database_url)
+    await migrate(engine)
+    llm = ScriptedLLM([FAKE_ANSWER] * 100_000, ttft_s=0.0) if args.fake else None
+    if not args.fake:
+        link_llm_model(Path(args.models_from), data_dir)
+    services = Services(settings=settings, engine=engine, llm=llm)
+    numbers = await provision(services)
+    handler: CallHandler
+    if args.fake:
+        handler = fake_voice_agent(services)
+    else:
+        models = SpeechModels(data_dir)
+        await models.preload()
+        if isinstance(services.llm, LazyLLM):
+            await services.llm.provider()  # load the model now, not on the first caller's turn
+        handler = VoiceAgent(services, models, VoiceSettings(idle_s=300))
+    assert services.meter is not None
+    admission = CallAdmission(
+        DatabaseNumberRouter(engine), DatabaseAgentSource(engine), services.meter, CallRecords(engine, services.clock),
+        handler,
+    )  # fmt: skip
+    base = random.Random().randrange(30000, 50000, 2)
+    config = EdgeConfig(bind_host=HOST, sip_port=0, rtp_ports=(base, base + 200), max_calls=64)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with SipEdge(config, admission) as edge:
+            ready = {"sip_port": edge.port, "numbers": numbers, "database": str(data_dir / "flowyte.db")}
+            print(json.dumps({**ready, "pid": os.getpid()}), flush=True)
+            await stop.wait()
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, help="a fresh directory: the SQLite database goes here")
+    parser.add_argument("--models-from", default=str(Path(__file__).resolve().parent.parent / ".flowyte"))
+    parser.add_argument("--fake", action="store_true", help="instant scripted STT, LLM and TTS")
+    args = parser.parse_args()
+    args.data_dir = Path(args.data_dir).resolve()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.fake and not model_path(Path(args.models_from), QWEN_CODER_05B_Q4KM).exists():
+        parser.error(f"no assembled model under {args.models_from} (run ./dev first)")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    uvloop.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Speech to text with faster-whisper over the bundled CTranslate2 Whisper models.
+
+One model is loaded per (model name, process) and shared by every `WhisperSTT` using that name; each loaded
+model owns exactly one worker thread (`ThreadPoolExecutor(max_workers=1)`), so concurrent utterances queue
+instead of thrashing two cores with competing inference. `transcribe()` is synchronous (CPU-bound, for that
+thread or for tools); `transcribe_async()` hands the work to the model's thread and never blocks the loop.
+
+Decoding is tuned for short, endpointed telephone turns: greedy (beam 1), no conditioning on previous
+text, no Silero filter inside faster-whisper (our own VAD has already cut the turn), no timestamps.
+English uses tiny.en; any other language uses the multilingual base model (joined by `model_assets`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.speech.model_assets import WhisperName, whisper_model_dir
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before faster_whisper imports huggingface_hub
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+SAMPLE_RATE = 16000
+
+
+def default_cpu_threads() -> int:
+    """Intra-op threads for one model: every core up to four (two on the reference 2-core box)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def model_for_language(language: str | None) -> WhisperName:
+    """English (`en`, `en-US`, `en_GB` …) → tiny.en; any other language, or unknown (`None`) → base."""
+    if language is not None and language.replace("_", "-").split("-")[0].lower() == "en":
+        return "tiny.en"
+    return "base"
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    audio_s: float  # duration of the audio transcribed
+    elapsed_s: float  # wall time of the transcription (excludes waiting for the worker thread)
+
+
+class _LoadedModel:
+    """A faster-whisper model and its single worker thread; created once per (name, data_dir)."""
+
+    def __init__(self, name: WhisperName, data_dir: Path, cpu_threads: int) -> None:
+        self.name = name
+        self.path = whisper_model_dir(name, data_dir)
+        self.cpu_threads = cpu_threads
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"whisper-{name}")
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel
+
+                self._model = WhisperModel(
+                    str(self.path),
+                    device="cpu",
+                    compute_type="int8",
+                    cpu_threads=self.cpu_threads,
+                    num_workers=1,
+                    local_files_only=True,
+                )
+            return self._model
+
+
+_models: dict[tuple[WhisperName, Path], _LoadedModel] = {}
+_models_lock = threading.Lock()
+
+
+def _shared_model(name: WhisperName, data_dir: Path, cpu_threads: int) -> _LoadedModel:
+    key = (name, Path(data_dir).resolve())
+    with _models_lock:
+        loaded = _models.get(key)
+        if loaded is None:
+            loaded = _models[key] = _LoadedModel(name, Path(data_dir), cpu_threads)
+        return loaded
+
+
+def _as_float32(pcm16k: NDArray[np.int16] | NDArray[np.float32]) -> NDArray[np.float32]:
+    audio = np.asarray(pcm16k)
+    if audio.ndim != 1:
+        raise ValueError(f"expected mono PCM, got shape {audio.shape}")
+    if audio.dtype == np.int16:
+        return (audio.astype(np.float32) / 32768.0).astype(np.float32)
+    return audio.astype(np.float32, copy=False)
+
+
+class WhisperSTT:
+    """Transcribes 16 kHz mono turns; cheap to create (the model itself is shared per process)."""
+
+    def __init__(
+        self,
+        name: WhisperName,
+        data_dir: Path,
+        *,
+        initial_prompt: str | None = None,
+        hotwords: str | None = None,
+        eager: bool = False,
+        cpu_threads: int | None = None,
+    ) -> None:
+        self.name = name
+        self.initial_prompt = initial_prompt  # domain words/spelling examples decoded as preceding context
+        self.hotwords = hotwords  # boosted words (faster-whisper prefixes them when there is no prompt)
+        self._model = _shared_model(name, data_dir, cpu_threads or default_cpu_threads())
+        if eager:
+            self._model.get()
+
+    @classmethod
+    def for_language(cls, language: str | None, data_dir: Path, **kwargs: Any) -> WhisperSTT:
+        return cls(model_for_language(language), data_dir, **kwargs)
+
+    @property
+    def model_dir(self) -> Path:
+        return self._model.path
+
+    def load(self) -> None:
+        """Load the model now (otherwise the first transcription does)."""
+        self._model.get()
+
+    def transcribe(self, pcm16k: NDArray[np.int16] | NDArray[np.float32], language: str | None = None) -> Transcript:
+        """Transcribe one turn of 16 kHz mono PCM (int16, or float32 in [-1, 1]); blocks for the inference."""
+        audio = _as_float32(pcm16k)
+        if self.name == "tiny.en":
+            language = "en"
+        elif language is not None:
+            language = language.replace("_", "-").split("-")[0].lower()
+        model = self._model.get()
+        start = time.perf_counter()
+        segments, info = model.transcribe(
+            audio,
+            language=language,
+            beam_size=1,
+            best_of=1,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            without_timestamps=True,
+            initial_prompt=self.initial_prompt,
+            hotwords=self.hotwords,
+        )
+        text = " ".join(segment.text.strip() for segment in segments).strip()  # the generator runs the decoding
+        return Transcript(
+            text=text,
+            language=str(info.language),
+            audio_s=len(audio) / SAMPLE_RATE,
+            elapsed_s=time.perf_counter() - start,
+        )
+
+    async def transcribe_async(
+        self, pcm16k: NDArray[np.int16] | NDArray[np.float32], language: str | None = None
+    ) -> Transcript:
+        """`transcribe` on the model's single worker thread (calls from every session queue there)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._model.executor, self.transcribe, pcm16k, language)

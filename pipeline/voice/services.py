@@ -1,0 +1,295 @@
+"""pipecat speech services over our in-process models: `WhisperSTTService` and `PiperTTSService`.
+
+`WhisperSTTService` is a `SegmentedSTTService`: pipecat buffers the caller's audio (with ~1 s of pre-roll)
+between `VADUserStartedSpeakingFrame` and `VADUserStoppedSpeakingFrame`, pads it with
+`trailing_silence_secs` of silence and queues it; one pipecat task hands each segment, in order, to
+`run_stt`, which transcribes it on the shared Whisper worker thread (`WhisperSTT.transcribe_async`) and
+yields at most one `TranscriptionFrame`. Segments arrive as raw 16-bit PCM (`wants_wav_segments` is False);
+a WAV container is decoded too. A segment whose speech level is below `silence_dbfs` is never transcribed,
+and known silence hallucinations ("you", "Thank you.") are dropped when the segment is quiet
+(below `quiet_dbfs`). Every segment leaves a `SegmentTiming` in `timings` (VAD stop → transcript ready).
+
+`PiperTTSService` is a `TTSService` with pipecat 1.14's HTTP-style contract (as pipecat's own Piper
+service): `push_start_frame=True` (the base opens the audio context and queues `TTSStartedFrame` before
+`run_tts`), `push_stop_frames=True` (the base queues `TTSStoppedFrame` when the context ends), sentence
+aggregation of LLM text (`TextAggregationMode.SENTENCE`, so `run_tts` gets one sentence, or one whole
+`TTSSpeakFrame`), and `run_tts` only yields `TTSAudioRawFrame`s (40 ms pieces at the output rate) and
+`ErrorFrame`s into the audio context.
+
+Interruption. `run_tts` runs in the processor's frame task, which pipecat cancels on `InterruptionFrame`
+and awaits before it passes the interruption on. Piper cannot stop inside a sentence, so synthesis runs in
+a separate task and `run_tts` only reads its output: cancelling `run_tts` cancels that task without
+waiting, which stops Piper after the sentence in progress (no later sentence is synthesized), and the
+interruption goes on at once. The unfinished synthesis is awaited by the next `run_tts` (it holds the one
+Piper worker thread anyway) or at cleanup, never left behind. Each call leaves a `SynthesisTiming`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+import wave
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soxr
+from numpy.typing import NDArray
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.settings import STTSettings, TTSSettings
+from pipecat.services.stt_service import SegmentedSTTService
+from pipecat.services.tts_service import TextAggregationMode, TTSService
+from pipecat.transcriptions.language import Language
+from pipecat.utils.time import time_now_iso8601
+
+from pipeline.speech.stt import SAMPLE_RATE as WHISPER_RATE
+from pipeline.speech.stt import WhisperSTT
+from pipeline.speech.tts import PiperTTS, SynthesisStats
+
+Clock = Callable[[], float]
+
+# Whisper's usual inventions on silence or noise; dropped only when the segment is quiet.
+HALLUCINATIONS = frozenset(
+    {
+        "you",
+        "thank you",
+        "thanks",
+        "thank you very much",
+        "thanks for watching",
+        "thank you for watching",
+        "bye",
+        "so",
+        "okay",
+    }
+)
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+")
+
+
+# --- pure helpers -----------------------------------------------------------------------------------
+def segment_pcm(audio: bytes, sample_rate: int) -> NDArray[np.int16]:
+    """A segment from `run_stt` (raw 16-bit mono PCM at `sample_rate`, or a WAV file) as int16 at 16 kHz."""
+    rate = sample_rate
+    if audio[:4] == b"RIFF" and audio[8:12] == b"WAVE":
+        with wave.open(io.BytesIO(audio), "rb") as wav:
+            if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+                raise ValueError("expected 16-bit mono WAV")
+            rate = wav.getframerate()
+            audio = wav.readframes(wav.getnframes())
+    pcm = np.frombuffer(audio[: len(audio) // 2 * 2], dtype="<i2").astype(np.int16)
+    if rate != WHISPER_RATE and len(pcm):
+        pcm = np.asarray(soxr.resample(pcm, rate, WHISPER_RATE, quality="HQ"), dtype=np.int16)
+    return pcm
+
+
+def speech_level_dbfs(pcm: NDArray[np.int16], rate: int = WHISPER_RATE, window_ms: int = 20) -> float:
+    """Loudness of the speech in a segment: the 90th percentile of its 20 ms RMS levels, in dBFS.
+
+    A percentile, not the mean, so pre-roll and the trailing pad do not dilute a short word; not the
+    maximum, so one click does not count as speech. Digital silence is -120 dBFS.
+    """
+    size = rate * window_ms // 1000
+    windows = len(pcm) // size
+    if windows == 0:
+        return -120.0
+    frames = pcm[: windows * size].astype(np.float64).reshape(windows, size) / 32768.0
+    rms = float(np.percentile(np.sqrt(np.mean(frames * frames, axis=1)), 90))
+    return max(-120.0, 20.0 * float(np.log10(max(rms, 1e-6))))
+
+
+def spoken_words(text: str) -> str:
+    """`text` without annotations ("[BLANK_AUDIO]", "(music)", "♪") and punctuation, lower case."""
+    bare = _ANNOTATION.sub(" ", text.lower())
+    return " ".join(re.sub(r"[^\w']+", " ", bare).split())
+
+
+def _language(code: str | None) -> Language | None:
+    if not code:
+        return None
+    try:
+        return Language(code)
+    except ValueError:
+        return None
+
+
+# --- speech to text ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SegmentTiming:
+    """One VAD segment through `WhisperSTTService` (seconds)."""
+
+    audio_s: float  # segment length, pre-roll and trailing pad included
+    level_dbfs: float  # speech level of the segment (`speech_level_dbfs`)
+    transcribe_s: float  # Whisper inference (0 when the segment was too quiet to transcribe)
+    ready_s: float  # VAD stop -> transcript ready: waiting for earlier segments, the worker, inference
+    text: str  # what Whisper heard ("" when not transcribed)
+    kept: bool  # whether a TranscriptionFrame was pushed
+
+
+class WhisperSTTService(SegmentedSTTService):
+    """Transcribes each VAD segment with our faster-whisper `WhisperSTT` (injected, shared per process)."""
+
+    def __init__(
+        self,
+        stt: WhisperSTT,
+        language: str | None,
+        *,
+        silence_dbfs: float = -50.0,
+        quiet_dbfs: float = -38.0,
+        trailing_silence_secs: float = 0.5,
+        clock: Clock = time.perf_counter,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("settings", STTSettings(model=stt.name, language=None))
+        # The turn strategy waits this long after the VAD stop for the transcript before giving up on it (and then
+        # the turn only ends at the aggregator's 5 s timeout): tiny.en takes ~0.3-0.8 s on two idle cores, but
+        # 2 s and more when Piper and the LLM share them, so the bound is generous.
+        kwargs.setdefault("ttfs_p99_latency", 3.0)
+        super().__init__(trailing_silence_secs=trailing_silence_secs, **kwargs)
+        self._stt = stt
+        self._language = language
+        self._silence_dbfs = silence_dbfs
+        self._quiet_dbfs = quiet_dbfs
+        self._clock = clock
+        self._stops: deque[float] = deque()  # VAD stop times of the segments queued for `run_stt`
+        self.timings: list[SegmentTiming] = []
+
+    @property
+    def wants_wav_segments(self) -> bool:
+        return False
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, VADUserStoppedSpeakingFrame) and self.is_usable:
+            self._stops.append(self._clock())  # the base queues exactly one segment for it
+        await super().process_frame(frame, direction)
+
+    def keeps(self, text: str, level_dbfs: float) -> bool:
+        """Whether a transcript is speech worth a turn: words, and not a hallucination on quiet audio."""
+        words = spoken_words(text)
+        if not words:
+            return False
+        return not (level_dbfs < self._quiet_dbfs and words in HALLUCINATIONS)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        stopped = self._stops.popleft() if self._stops else self._clock()
+        pcm = segment_pcm(audio, self.sample_rate)
+        level = speech_level_dbfs(pcm)
+        audio_s = len(pcm) / WHISPER_RATE
+        if level < self._silence_dbfs:
+            self.timings.append(SegmentTiming(audio_s, level, 0.0, self._clock() - stopped, "", False))
+            return
+        await self.start_processing_metrics()
+        transcript = await self._stt.transcribe_async(pcm, self._language)
+        await self.stop_processing_metrics()
+        text = transcript.text.strip()
+        kept = self.keeps(text, level)
+        self.timings.append(SegmentTiming(audio_s, level, transcript.elapsed_s, self._clock() - stopped, text, kept))
+        if kept:
+            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), _language(transcript.language))
+
+
+# --- text to speech ---------------------------------------------------------------------------------
+@dataclass
+class SynthesisTiming:
+    """One `run_tts` call (a sentence of a reply, or a whole `TTSSpeakFrame`); seconds from the call.
+
+    A reply's time to first audio is `first_audio_s` of the first entry with its `context_id`.
+    """
+
+    context_id: str
+    text: str
+    first_audio_s: float | None = None  # first audio yielded (includes waiting for an interrupted synthesis)
+    elapsed_s: float = 0.0  # until the last audio, or the interruption
+    audio_s: float = 0.0  # audio yielded
+    interrupted: bool = False
+
+
+_Chunk = NDArray[np.int16] | BaseException | None
+
+
+class PiperTTSService(TTSService):
+    """Speaks with our in-process `PiperTTS` (injected; one voice and worker thread per process)."""
+
+    def __init__(
+        self,
+        tts: PiperTTS,
+        *,
+        chunk_ms: int = 40,
+        voice: str = "en_US-joe-medium",
+        clock: Clock = time.perf_counter,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("settings", TTSSettings(model=None, voice=voice, language=None))
+        kwargs.setdefault("text_aggregation_mode", TextAggregationMode.SENTENCE)
+        super().__init__(push_start_frame=True, push_stop_frames=True, **kwargs)
+        self._tts = tts
+        self._chunk_ms = chunk_ms
+        self._clock = clock
+        self._synthesis: asyncio.Task[None] | None = None
+        self.timings: list[SynthesisTiming] = []
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def _synthesize(self, text: str, queue: asyncio.Queue[_Chunk]) -> None:
+        """Piper's chunks (one per sentence) into `queue`, then None; cancelled, stops after the sentence."""
+        try:
+            async for pcm in self._tts.stream(text, rate=self.sample_rate, stats=SynthesisStats()):
+                queue.put_nowait(pcm)
+        except Exception as exc:  # handed to run_tts
+            queue.put_nowait(exc)
+        finally:
+            queue.put_nowait(None)
+
+    async def _settle(self) -> None:
+        """Wait for a cancelled synthesis to finish its sentence (it holds the Piper worker thread)."""
+        if self._synthesis is not None:
+            await asyncio.wait([self._synthesis])
+            self._synthesis = None
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
+        start = self._clock()
+        timing = SynthesisTiming(context_id, text)
+        self.timings.append(timing)
+        await self._settle()
+        await self.start_tts_usage_metrics(text)
+        queue: asyncio.Queue[_Chunk] = asyncio.Queue()  # bounded by the text: one entry per sentence
+        self._synthesis = self.create_task(self._synthesize(text, queue), "piper")
+        step = 2 * max(1, self.sample_rate * self._chunk_ms // 1000)
+        finished = False
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    yield ErrorFrame(error=f"Piper synthesis failed: {item}")
+                    continue
+                if timing.first_audio_s is None:
+                    timing.first_audio_s = self._clock() - start
+                    await self.stop_ttfb_metrics()
+                audio = item.tobytes()
+                timing.audio_s += len(item) / self.sample_rate
+                for i in range(0, len(audio), step):
+                    yield TTSAudioRawFrame(audio[i : i + step], self.sample_rate, 1, context_id=context_id)
+            finished = True
+            await self._settle()  # already past its last chunk
+        finally:
+            timing.elapsed_s = self._clock() - start
+            if not finished:  # cancelled (interruption) or closed early
+                timing.interrupted = True
+                if self._synthesis is not None:
+                    self._synthesis.cancel()  # no wait: awaited by the next run_tts or cleanup
+
+    async def cleanup(self) -> None:
+        await self._settle()
+        await super().cleanup()  # type: ignore[no-untyped-call]

@@ -1,0 +1,221 @@
+"""The agent's brain as a pipecat processor: each completed user turn becomes one `AgentBrain` turn.
+
+It sits between the user aggregator (which emits an `LLMContextFrame` when pipecat's turn-taking decides
+the caller has finished) and TTS. The brain's reply streams on as `LLMTextFrame`s between
+`LLMFullResponseStartFrame` and `LLMFullResponseEndFrame`, so TTS starts on the first clause while the
+model is still writing. The brain keeps its own history (tools, guardrails, knowledge); pipecat's context
+only carries the user's words here.
+
+Interruption semantics (STYLE rule 8): an `InterruptionFrame` (the caller talked over the agent) cancels
+the turn in progress - closing the brain's stream cancels generation and any tool still running, and the
+brain keeps what was complete. What the caller actually heard is applied afterwards by the call
+(`replace_last_reply`), from the playback position. Receipt events, handoff and end requests go to the
+`TurnListener`; the call carries out transfers and hang-ups once the announcement has been played.
+A reply that opens like JSON is held until it is complete and not spoken if it is JSON: small local models
+sometimes write a tool call out as text, and a caller must never hear it read aloud.
+When no word of the reply has come after `filler_after_s` (a slow tool, a cold model), a short filler
+("One moment.") is spoken so the caller is not left in silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipecat.frames.frames import (
+    Frame,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TTSSpeakFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from pipeline.llm.types import ChatMessage
+from runtime.brain import AgentBrain
+from runtime.events import ConversationEvent
+
+log = logging.getLogger(__name__)
+
+FILLER = "One moment."
+FILLER_AFTER_S = 1.2  # no words of the reply yet after this long: say the filler
+
+
+@dataclass
+class TurnRecord:
+    """One answered turn: what the caller said, what the brain did, and when (monotonic seconds)."""
+
+    number: int
+    user_text: str
+    started: float  # the turn was decided and the brain asked
+    events: list[ConversationEvent] = field(default_factory=list)
+    speech_end_at: float | None = None  # the VAD heard the caller stop (set by the call)
+    first_token_at: float | None = None
+    first_audio_at: float | None = None  # the first agent audio went into the leg, ~ the first RTP packet
+    added: list[ChatMessage] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class TurnListener(Protocol):
+    async def turn_started(self, turn: TurnRecord) -> None: ...
+    async def turn_finished(self, turn: TurnRecord) -> None: ...
+
+
+def last_user_text(messages: Sequence[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content", "")
+            return content if isinstance(content, str) else " ".join(str(p.get("text", "")) for p in content)
+    return ""
+
+
+class BrainProcessor(FrameProcessor):
+    def __init__(
+        self,
+        brain: AgentBrain,
+        listener: TurnListener,
+        *,
+        filler_after_s: float = FILLER_AFTER_S,
+        filler_text: str = FILLER,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.brain = brain
+        self.listener = listener
+        self.filler_after_s, self.filler_text = filler_after_s, filler_text
+        self.fillers = 0
+        self.unspoken: list[str] = []  # replies withheld from TTS (JSON written out as text)
+        self.turns = 0
+        self._task: Any = None  # the asyncio.Task answering the current turn
+        self._current: TurnRecord | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            text = last_user_text(frame.context.get_messages()).strip()
+            if text:
+                await self._stop_turn()
+                self._task = self.create_task(self._answer(text), name="brain-turn")
+            return
+        if isinstance(frame, InterruptionFrame):
+            await self._stop_turn(interrupted=True)
+        await self.push_frame(frame, direction)
+
+    async def cleanup(self) -> None:
+        await self._stop_turn()
+        await super().cleanup()  # type: ignore[no-untyped-call]
+
+    async def _stop_turn(self, *, interrupted: bool = False) -> None:
+        task, self._task = self._task, None
+        if self._current is not None and interrupted:
+            self._current.interrupted = True
+        if task is not None and not task.done():
+            await self.cancel_task(task)
+
+    async def _answer(self, text: str) -> None:
+        self.turns += 1
+        turn = TurnRecord(self.turns, text, time.monotonic())
+        self._current = turn
+        before = len(self.brain.history)
+        await self.listener.turn_started(turn)
+        filler = self.create_task(self._filler(), name="brain-filler") if self.filler_after_s else None
+        replying = False
+        held = ""  # reply text not yet passed on (see _may_be_markup)
+        try:
+            async with aclosing(self.brain.respond(text)) as events:
+                async for event in events:
+                    turn.events.append(event)
+                    if event.type != "agent_delta":
+                        continue
+                    if turn.first_token_at is None:
+                        turn.first_token_at = time.monotonic()
+                    held += str(event.data.get("text", ""))
+                    if not replying and _may_be_markup(held):
+                        continue  # wait: a reply that opens like JSON may be a tool call written out as text
+                    if not replying:
+                        replying = True
+                        if filler is not None:
+                            await self.cancel_task(filler)
+                        await self.push_frame(LLMFullResponseStartFrame())
+                    await self.push_frame(LLMTextFrame(held))
+                    held = ""
+            if held.strip() and _is_markup(held):
+                self.unspoken.append(held)  # a small model wrote its tool call as text: never read JSON aloud
+                log.warning("not speaking a reply that is JSON: %.120s", held)
+            elif held.strip():
+                if not replying:
+                    replying = True
+                    await self.push_frame(LLMFullResponseStartFrame())
+                await self.push_frame(LLMTextFrame(held))
+        finally:
+            if filler is not None and not filler.done():
+                await self.cancel_task(filler)
+            turn.added = list(self.brain.history[before:])
+            self._current = None
+            if replying:
+                await self.push_frame(LLMFullResponseEndFrame())
+            await self.listener.turn_finished(turn)
+
+    @property
+    def answering(self) -> bool:
+        """A turn is being answered (the brain is thinking, or its reply is still being written)."""
+        return self._current is not None
+
+    async def _filler(self) -> None:
+        """A slow answer (a tool call, a cold model) gets a short spoken filler so the line is not dead."""
+        await asyncio.sleep(self.filler_after_s)
+        self.fillers += 1
+        await self.push_frame(TTSSpeakFrame(self.filler_text))
+
+
+def _may_be_markup(text: str) -> bool:
+    """Could this reply so far still turn out to be JSON? Then it is held back until the reply is complete."""
+    stripped = text.lstrip()
+    return stripped[:1] in ("{", "[") or stripped.startswith("```")
+
+
+def _is_markup(text: str) -> bool:
+    """A complete reply that is JSON (or a fenced code block): not words for a caller.
+
+    JSON here is one value or several in a row (a small model has repeated its written-out tool call line
+    after line), or one cut off by the token limit; "[laughs] Sure." is words.
+    """
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        return True
+    decoder, at = json.JSONDecoder(), 0
+    while at < len(stripped):
+        try:
+            _, at = decoder.raw_decode(stripped, at)
+        except json.JSONDecodeError:
+            # Junk after a first value, or a first value cut off by the token limit: `{"` opens no sentence.
+            return at > 0 or stripped.startswith(('{"', "[{", '["'))
+        while at < len(stripped) and stripped[at].isspace():
+            at += 1
+    return bool(stripped)
+
+
+def replace_last_reply(brain: AgentBrain, heard: str) -> bool:
+    """After a barge-in: the last assistant reply in the brain's history becomes what the caller heard
+    (nothing at all if they heard nothing). Returns whether the history changed."""
+    history = list(brain.history)
+    for i in range(len(history) - 1, -1, -1):
+        message = history[i]
+        if message.role == "assistant" and not message.tool_calls:
+            if message.content == heard:
+                return False
+            if heard.strip():
+                history[i] = ChatMessage("assistant", heard)
+            else:
+                del history[i]
+            brain.load_history(history)
+            return True
+    return False

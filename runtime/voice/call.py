@@ -1,0 +1,446 @@
+"""One voice call: a leg joined to the streaming pipeline and the agent's brain, for the call's whole life.
+
+The pipeline (pipecat; turn_start.py says how a caller takes the floor, backchannels included):
+
+    leg in (16 kHz) -> STT -> user turns (Silero VAD + turn stop strategy) -> brain -> TTS -> leg out
+
+STT is segmented: it transcribes each stretch of speech as soon as the VAD reports the pause, while the
+turn strategy decides whether the caller has finished, so transcription overlaps endpointing. The
+brain's reply streams into TTS clause by clause. The greeting is spoken first. A barge-in (pipecat's
+`InterruptionFrame`) clears the leg's buffer and cancels the brain's turn; the brain's history then keeps
+only what the caller heard (the transport's playback position, `replace_last_reply`). Keypad entries
+become user turns. When a turn ends with a transfer or an end request, the announcement plays out
+first, then the call is transferred (REFER) or hung up; a failed transfer is said and the call goes on.
+
+Call control: an idle reminder ("Are you still there?") after `idle_s` of silence from the caller, up
+to `max_reminders`, then the call ends; a maximum call length. Everything the call does is reported to
+the `CallListener` (turns for the record, timings), which the control plane implements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    InputDTMFFrame,
+    LLMMessagesAppendFrame,
+    TTSSpeakFrame,
+    UserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair, LLMUserAggregatorParams
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+
+from pipeline.voice.leg import AudioLeg
+from pipeline.voice.playback import Heard
+from pipeline.voice.transport import LegTransport
+from runtime.brain import AgentBrain
+from runtime.events import ConversationEvent
+from runtime.events import transfer as transfer_event
+from runtime.voice.brain_processor import BrainProcessor, TurnListener, TurnRecord, replace_last_reply
+from runtime.voice.keypad import KeypadCollector, as_user_text
+from runtime.voice.turn_start import DEFAULT_MIN_BARGE_IN_S, BackchannelAwareTurnStart, BackchannelFilter
+from telephony.codecs.resample import StreamingResampler
+
+log = logging.getLogger(__name__)
+
+REMINDER = "Are you still there?"
+FIRST_AUDIO_WAIT_S = 5.0  # a turn's record waits this long for its first audio (for the receipt's timings)
+SPEECH_START_WAIT_S = 5.0  # what the call says itself starts playing within this (TTS takes a moment)
+TRANSFER_FAILED = "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
+
+
+class CallListener(TurnListener, Protocol):
+    """Told of each turn (`TurnListener`) and of what happens between turns: a transfer's outcome."""
+
+    async def call_event(self, turn: TurnRecord | None, event: ConversationEvent) -> None: ...
+
+
+class CallActions(Protocol):
+    """What the call asks of the leg beyond audio (SipCallLeg implements it)."""
+
+    async def hangup(self) -> None: ...
+    async def transfer(self, target: str, within: float = 30.0) -> Any: ...
+
+
+@dataclass
+class VoiceSettings:
+    vad_start_s: float = 0.15  # speech this long is the caller speaking (and holds the agent's audio)
+    vad_stop_s: float = 0.25  # the pause after which STT starts and the turn strategy is asked
+    turn_timeout_s: float = 0.35  # extra silence that ends a turn (after the VAD pause)
+    idle_s: float = 8.0  # silence before "Are you still there?"
+    max_reminders: int = 2
+    max_call_s: float = 1800.0
+    transfer_timeout_s: float = 30.0
+    keypad_pause_s: float = 2.5  # a keyed entry without `#` is complete after this pause
+    min_barge_in_s: float = DEFAULT_MIN_BARGE_IN_S  # speech this long while the agent talks takes the floor
+    no_response_transfer_to: str | None = None  # onNoResponseAction "transfer": where to, instead of ending
+
+
+@dataclass
+class CallResult:
+    outcome: str = "completed"  # completed | transferred | ended_by_agent | abandoned
+    reason: str = ""
+    turns: list[TurnRecord] = field(default_factory=list)
+    transfers: list[ConversationEvent] = field(default_factory=list)  # each attempt's outcome (`transfer` events)
+    heard: list[Heard] = field(default_factory=list)
+
+
+class _LowDelayResampler:
+    """`pipeline.voice.transport.Resampler` over telephony's sample-by-sample windowed-sinc resampler."""
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self._resampler = StreamingResampler(in_rate, out_rate)
+
+    def __call__(self, pcm: NDArray[np.int16]) -> NDArray[np.int16]:
+        return self._resampler.process(pcm)
+
+
+class _Watch(FrameProcessor):
+    """Taps the frames the call reacts to (bot speaking state, user turns) without changing them."""
+
+    def __init__(self, on_frame: Callable[[Frame], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_frame = on_frame
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        self.on_frame(frame)
+        await self.push_frame(frame, direction)
+
+
+class _Keypad(FrameProcessor):
+    """Keypad digits (pipecat `InputDTMFFrame`s from the transport) collected into entries; a complete
+    entry (`#` or a pause) goes on as a user message that runs the brain, like a spoken turn."""
+
+    def __init__(self, pause_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.keys = KeypadCollector(pause_s=pause_s)
+        self._timer: asyncio.Task[None] | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, InputDTMFFrame):
+            await self.push_frame(frame, direction)
+            return
+        entry = self.keys.press(str(frame.button.value), time.monotonic())
+        if self._timer is not None:
+            await self.cancel_task(self._timer)
+            self._timer = None
+        if entry is not None:
+            await self._send(entry)
+        elif self.keys.deadline is not None:
+            self._timer = self.create_task(self._expire(self.keys.deadline), name="keypad-pause")
+
+    async def _expire(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        entry = self.keys.expire(time.monotonic())
+        if entry is not None:
+            await self._send(entry)
+
+    async def _send(self, entry: str) -> None:
+        message: Any = {"role": "user", "content": as_user_text(entry)}
+        await self.push_frame(LLMMessagesAppendFrame([message], run_llm=True))
+
+    async def cleanup(self) -> None:
+        if self._timer is not None:
+            await self.cancel_task(self._timer)
+        await super().cleanup()  # type: ignore[no-untyped-call]
+
+
+class VoiceCall(TurnListener):
+    def __init__(
+        self,
+        leg: AudioLeg,
+        actions: CallActions,
+        brain: AgentBrain,
+        *,
+        stt: FrameProcessor,
+        tts: FrameProcessor,
+        listener: CallListener | None = None,
+        settings: VoiceSettings | None = None,
+        transport: LegTransport | None = None,
+    ) -> None:
+        self.leg, self.actions, self.brain = leg, actions, brain
+        self.settings = settings or VoiceSettings()
+        self.listener = listener
+        # The caller's audio goes 8 -> 16 kHz through our sample-by-sample resampler (~2 ms of delay): soxr's
+        # streaming mode hands it over in ~100 ms bursts, which the VAD (and so barge-in) would wait for.
+        self.transport = transport or LegTransport(leg, resampler=_LowDelayResampler)
+        self.result = CallResult()
+        self.bot_speaking = False
+        self._speech_done = asyncio.Event()
+        self._speech_done.set()
+        # Counted so that "wait until it has been said" cannot return before the saying has begun.
+        self._speech_starts = 0
+        self._speech_started = asyncio.Event()
+        self._user_active = asyncio.Event()
+        # ("transfer" | "end", the event's data, the turn that asked for it)
+        self._pending: tuple[str, dict[str, Any], TurnRecord] | None = None
+        self._pending_set = asyncio.Event()
+        self._last_speech_end: float | None = None
+        self._answering: TurnRecord | None = None  # the turn whose first audio is awaited
+        self._first_audio = asyncio.Event()
+        self._recording: list[asyncio.Task[None]] = []
+        self.backchannels = BackchannelFilter()
+        context = LLMContext()
+        self._aggregators = LLMContextAggregatorPair(
+            context,
+            user_params=LLMUserAggregatorParams(
+                vad_analyzer=SileroVADAnalyzer(
+                    params=VADParams(start_secs=self.settings.vad_start_s, stop_secs=self.settings.vad_stop_s)
+                ),
+                user_turn_strategies=UserTurnStrategies(
+                    start=[
+                        BackchannelAwareTurnStart(
+                            hold=self.transport.output().hold,
+                            release=self.transport.output().release,
+                            on_backchannel=self.backchannels.drop_next,
+                            min_barge_in_s=self.settings.min_barge_in_s,
+                        )
+                    ],
+                    stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=self.settings.turn_timeout_s)],
+                ),
+            ),
+        )
+        self.brain_processor = BrainProcessor(brain, self)
+        self.worker = PipelineWorker(
+            Pipeline(
+                [
+                    self.transport.input(),
+                    _Keypad(self.settings.keypad_pause_s),
+                    stt,
+                    self.backchannels,
+                    self._aggregators.user(),
+                    self.brain_processor,
+                    tts,
+                    self.transport.output(),
+                    _Watch(self._on_frame),
+                ]
+            ),
+            params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=leg.sample_rate),
+            cancel_on_idle_timeout=False,
+            idle_timeout_secs=None,
+        )
+        self._started = asyncio.Event()
+        self.worker.add_event_handler("on_pipeline_started", self._pipeline_started)
+        output = self.transport.output()
+        output.add_event_handler("on_playback_interrupted", self._playback_interrupted)
+        output.add_event_handler("on_reply_audio", self._reply_audio)
+
+    # --- frames the call watches ---------------------------------------------------------------
+    def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self.bot_speaking = True
+            self._speech_done.clear()
+            self._speech_starts += 1
+            self._speech_started.set()
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._last_speech_end = time.monotonic()
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self.bot_speaking = False
+            self._speech_done.set()
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._user_active.set()
+
+    async def _reply_audio(self, *_: Any) -> None:
+        turn = self._answering
+        if turn is not None and turn.first_audio_at is None:
+            turn.first_audio_at = time.monotonic()
+            self._first_audio.set()
+
+    async def _pipeline_started(self, *_: Any) -> None:
+        self._started.set()
+
+    async def _playback_interrupted(self, _transport: Any, heard: Heard) -> None:
+        self.result.heard.append(heard)
+        if not heard.complete and replace_last_reply(self.brain, heard.text):
+            log.info("barge-in: the caller heard %d of %d ms; history keeps %r", heard.heard_ms, heard.total_ms,
+                     heard.text)  # fmt: skip
+
+    # --- TurnListener (from the brain processor) -----------------------------------------------
+    async def turn_started(self, turn: TurnRecord) -> None:
+        self._user_active.set()
+        turn.speech_end_at = self._last_speech_end
+        self._answering = turn
+        self._first_audio.clear()
+        if self.listener is not None:
+            await self.listener.turn_started(turn)
+
+    async def turn_finished(self, turn: TurnRecord) -> None:
+        self.result.turns.append(turn)
+        if self.listener is not None:  # recorded once its first audio is out (or it never comes), in its own task
+            self._recording.append(asyncio.create_task(self._record(turn), name=f"record-turn-{turn.number}"))
+        for event in turn.events:
+            if event.type == "handoff":
+                self._pending = ("transfer", dict(event.data), turn)
+            elif event.type == "end":
+                self._pending = ("end", dict(event.data), turn)
+        if self._pending is not None:
+            self._pending_set.set()
+
+    async def _record(self, turn: TurnRecord) -> None:
+        if turn.first_audio_at is None and not turn.interrupted:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_AUDIO_WAIT_S):
+                    await self._first_audio.wait()
+        if self._answering is turn:
+            self._answering = None
+        assert self.listener is not None
+        await self.listener.turn_finished(turn)
+
+    # --- the call ------------------------------------------------------------------------------
+    async def say(self, text: str) -> None:
+        """Speak `text`; returns once its audio has started (or after SPEECH_START_WAIT_S), so that a following
+        `_wait_spoken()` waits for it to be heard."""
+        starts = self._speech_starts
+        await self.worker.queue_frames([TTSSpeakFrame(text)])
+        await self._until_speech_after(starts)
+
+    async def _until_speech_after(self, starts: int) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SPEECH_START_WAIT_S):
+                while self._speech_starts == starts:
+                    self._speech_started.clear()
+                    await self._speech_started.wait()
+
+    async def run(self) -> CallResult:
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(self.worker)
+        running = asyncio.create_task(runner.run(), name="voice-pipeline")
+        control = asyncio.create_task(self._control(), name="voice-control")
+        try:
+            done, _ = await asyncio.wait(
+                {running, control, asyncio.ensure_future(self.leg.wait_ended())},
+                timeout=self.settings.max_call_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:
+                self.result.reason = "maximum call length"
+                await self.say("We've reached the time limit for this call. Goodbye.")
+                await self._wait_spoken()
+                await self.actions.hangup()
+        finally:
+            control.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await control
+            if not self.leg.ended:
+                await self.actions.hangup()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await running
+            if not running.done():
+                running.cancel()
+            if self._recording:  # the last turns' records, whatever happened to the call
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FIRST_AUDIO_WAIT_S + 5):
+                        await asyncio.gather(*self._recording, return_exceptions=True)
+        if not self.result.turns and self.result.outcome == "completed":
+            self.result.outcome = "abandoned"
+        return self.result
+
+    async def _control(self) -> None:
+        """Greeting, keypad entries, idle reminders, and carrying out transfer/end requests."""
+        async with asyncio.timeout(10):
+            await self._started.wait()
+        greeting = self.brain.greeting()
+        if greeting:
+            await self.say(greeting)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._idle())
+            group.create_task(self._actions())
+
+    async def _idle(self) -> None:
+        reminders = 0
+        while True:
+            self._user_active.clear()
+            await self._wait_spoken()
+            try:
+                async with asyncio.timeout(self.settings.idle_s):
+                    await self._user_active.wait()
+                reminders = 0
+                continue
+            except TimeoutError:
+                pass
+            if self.bot_speaking or self.brain_processor.answering:
+                continue  # not idle: the agent is talking, or thinking about what the caller said
+            if reminders >= self.settings.max_reminders and self.settings.no_response_transfer_to:
+                target = self.settings.no_response_transfer_to
+                if await self._transfer(target, self.result.turns[-1] if self.result.turns else None):
+                    self.result.outcome, self.result.reason = "transferred", "no response"
+                    await self.actions.hangup()
+                    return
+            if reminders >= self.settings.max_reminders:
+                self.result.outcome, self.result.reason = "abandoned", "no response"
+                await self.say("I haven't heard anything, so I'll end the call now. Goodbye.")
+                await self._wait_spoken()
+                await self.actions.hangup()
+                return
+            reminders += 1
+            await self.say(REMINDER)
+
+    async def _actions(self) -> None:
+        while True:
+            await self._pending_set.wait()
+            self._pending_set.clear()
+            pending, self._pending = self._pending, None
+            if pending is None:
+                continue
+            kind, data, turn = pending
+            # The announcement or goodbye is heard first. The turn may be over before its audio has begun
+            # (the text is complete, the TTS is still at work): wait for that audio, then for its end.
+            if turn.first_audio_at is None and not turn.interrupted and self._answering is turn:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FIRST_AUDIO_WAIT_S):
+                        await self._first_audio.wait()
+            await self._wait_spoken(settle_s=0.3)
+            if kind == "end":
+                self.result.outcome, self.result.reason = "ended_by_agent", str(data.get("reason", ""))
+                await self.actions.hangup()
+                return
+            target = str(data.get("destination") or data.get("target") or "")
+            if await self._transfer(target, turn):
+                self.result.outcome, self.result.reason = "transferred", target
+                await self.actions.hangup()
+                return
+            await self.say(TRANSFER_FAILED)
+
+    async def _transfer(self, target: str, turn: TurnRecord | None) -> bool:
+        """REFER the caller to `target`; the outcome (the NOTIFY's status) is recorded as a `transfer` event."""
+        outcome = await self.actions.transfer(target, within=self.settings.transfer_timeout_s)
+        ok = bool(getattr(outcome, "ok", False))
+        if not ok:
+            log.info("transfer to %s failed: %s", target, outcome)
+        t_ms = (time.monotonic() - turn.started) * 1000 if turn is not None else 0.0
+        event = transfer_event(target, ok=ok, sip_status=int(getattr(outcome, "status", 0)),
+                         reason=str(getattr(outcome, "reason", "")), t_ms=t_ms)  # fmt: skip
+        self.result.transfers.append(event)
+        if self.listener is not None:
+            await asyncio.gather(*self._recording, return_exceptions=True)  # the turn that asked is recorded first
+            await self.listener.call_event(turn, event)
+        return ok
+
+    async def _wait_spoken(self, settle_s: float = 0.0) -> None:
+        """Until the agent has finished speaking and its audio has left the leg."""
+        await self._speech_done.wait()
+        # What is still queued in the leg plays out in real time (the transport keeps it to ~120 ms).
+        await asyncio.sleep(self.leg.buffered_ms / 1000 + settle_s)

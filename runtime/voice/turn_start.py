@@ -1,0 +1,122 @@
+"""When does the caller's speech start a turn (and so interrupt the agent)? Fast, and not for backchannels.
+
+While the agent is silent, a turn starts as soon as the VAD hears speech: nothing to interrupt, and the
+sooner STT and the turn decision begin, the faster the reply.
+
+While the agent is speaking, the caller's speech may be a barge-in ("wait, no - tomorrow") or a
+backchannel ("mm-hmm", "okay", "right": listening, not asking for the floor). Both must stop the agent's
+audio at once, so the first is answered quickly, but only the first may cut the reply. So, duck and
+decide:
+
+    VAD speech start, agent speaking   hold playback where it is (nothing lost; the caller hears silence)
+    speech still going after min_s     a barge-in: the turn starts, pipecat interrupts, the held audio is
+                                       cleared, history keeps what was heard
+    speech ended before min_s          a backchannel: playback goes on from where it was held
+
+The agent therefore goes quiet within the VAD's start delay (~0.2 s) whatever the speech turns out to
+be, and a short "mm-hmm" costs the caller a pause of about its own length, not the reply.
+`min_barge_in_s` is measured from the VAD's speech start, and the VAD's stop lags the speech by its
+`stop_secs`, so it must cover the longest backchannel (~0.55 s of "mm-hmm") plus that lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.turns.types import ProcessFrameResult
+from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
+
+DEFAULT_MIN_BARGE_IN_S = 0.65
+BACKCHANNEL_TRANSCRIPT_WAIT_S = 3.0  # a backchannel's transcript arrives within this, or never
+
+
+class BackchannelFilter(FrameProcessor):
+    """Between STT and the user aggregator: drops the transcript of speech the turn strategy called a
+    backchannel ("okay" while the agent talked is listening; the same "okay" after a question is an
+    answer, and goes through). The segmented STT transcribes each VAD segment in order, so the
+    backchannel's transcript is the next one; a drop that finds none within a few seconds lapses."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._drops: list[float] = []  # monotonic deadlines of pending drops
+        self.dropped: list[str] = []
+
+    def drop_next(self) -> None:
+        self._drops.append(time.monotonic() + BACKCHANNEL_TRANSCRIPT_WAIT_S)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame):
+            now = time.monotonic()
+            self._drops = [d for d in self._drops if d > now]
+            if self._drops:
+                self._drops.pop(0)
+                self.dropped.append(frame.text)
+                return
+        await self.push_frame(frame, direction)
+
+
+class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
+    def __init__(
+        self,
+        *,
+        hold: Callable[[], None],
+        release: Callable[[], None],
+        on_backchannel: Callable[[], None] | None = None,
+        min_barge_in_s: float = DEFAULT_MIN_BARGE_IN_S,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._hold, self._release, self._on_backchannel = hold, release, on_backchannel
+        self.min_barge_in_s = min_barge_in_s
+        self.bot_speaking = False
+        self.backchannels = 0  # speech while the agent talked that was too short to take the floor
+        self.barge_ins = 0
+        self._pending: asyncio.Task[None] | None = None
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self.bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self.bot_speaking = False
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            if not self.bot_speaking:
+                await self.trigger_user_turn_started()
+                return ProcessFrameResult.STOP
+            await self._cancel_pending()
+            self._hold()
+            self._pending = self.task_manager.create_task(self._sustained(), "barge-in-wait")
+        elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._pending is not None and not self._pending.done():
+            self.backchannels += 1
+            await self._cancel_pending()
+            self._release()
+            if self._on_backchannel is not None:
+                self._on_backchannel()  # its transcript, still to come, is not a turn
+        return ProcessFrameResult.CONTINUE
+
+    async def _sustained(self) -> None:
+        await asyncio.sleep(self.min_barge_in_s)
+        self._pending = None
+        self.barge_ins += 1
+        await self.trigger_user_turn_started()  # pipecat interrupts: the held audio is cleared
+
+    async def _cancel_pending(self) -> None:
+        task, self._pending = self._pending, None
+        if task is not None and not task.done():
+            await self.task_manager.cancel_task(task)
+
+    async def cleanup(self) -> None:
+        await self._cancel_pending()
+        await super().cleanup()  # type: ignore[no-untyped-call]

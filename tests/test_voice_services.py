@@ -1,0 +1,244 @@
+"""The pipecat speech services over the real models: Whisper (tiny.en) and Piper (en_US-joe-medium).
+
+Each service runs inside a real pipecat pipeline (PipelineWorker + WorkerRunner) in front of a collector;
+caller speech is espeak-ng (tests/peers/speech.py) bracketed by VAD frames, and the TTS output is checked
+by transcribing it back with Whisper. Each model loads once per module. Tests wait on the collector's
+condition with bounded timeouts; nothing sleeps to poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+import wave
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
+
+from pipeline.speech.stt import WhisperSTT
+from pipeline.speech.tts import PiperTTS
+from pipeline.voice.services import (
+    PiperTTSService,
+    WhisperSTTService,
+    segment_pcm,
+    speech_level_dbfs,
+    spoken_words,
+)
+from tests.peers.speech import pad, speech_pcm
+
+RATE = 16000
+FRAME = 320  # 20 ms at 16 kHz
+QUESTION = "What time do you open on Saturday?"
+HOURS = "Our hours are nine to five."
+LONG = (
+    "Thanks for calling Riverside Dental. "
+    "Our opening hours are nine to five on weekdays, and ten to two on Saturdays. "
+    "We are closed on Sundays and on public holidays. "
+    "If you would like to book an appointment, please stay on the line and I will find a time for you."
+)
+DIGITS = {"9": "nine", "5": "five", "10": "ten", "2": "two"}
+
+
+def words(text: str) -> set[str]:
+    return {DIGITS.get(w, w) for w in re.sub(r"[^a-z0-9 ]", " ", text.lower()).split()}
+
+
+@pytest.fixture(scope="module")
+def whisper(tmp_path_factory: pytest.TempPathFactory) -> WhisperSTT:
+    return WhisperSTT("tiny.en", tmp_path_factory.mktemp("speech-data"), eager=True)
+
+
+@pytest.fixture(scope="module")
+def piper() -> PiperTTS:
+    return PiperTTS()
+
+
+class Collector(FrameProcessor):
+    """Records the frames that reach the end of the pipeline, with when they arrived."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.frames: list[Frame] = []
+        self.arrived: list[float] = []
+        self.changed = asyncio.Condition()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        self.frames.append(frame)
+        self.arrived.append(time.perf_counter())
+        async with self.changed:
+            self.changed.notify_all()
+        await self.push_frame(frame, direction)
+
+    def of(self, kind: type[Frame]) -> list[Any]:
+        return [f for f in self.frames if isinstance(f, kind)]
+
+    async def until(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
+        async with asyncio.timeout(within), self.changed:
+            await self.changed.wait_for(predicate)
+
+
+class Run:
+    """One pipeline (16 kHz in and out), run by pipecat's real worker and runner."""
+
+    def __init__(self, processors: Sequence[FrameProcessor]) -> None:
+        self.worker = PipelineWorker(
+            Pipeline(list(processors)),
+            params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
+            cancel_on_idle_timeout=False,
+            idle_timeout_secs=None,
+        )
+        self.started = asyncio.Event()
+        self.worker.add_event_handler("on_pipeline_started", self._on_started)
+        self.done: asyncio.Task[None] | None = None
+
+    async def _on_started(self, *_: Any) -> None:
+        self.started.set()
+
+    async def __aenter__(self) -> Run:
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(self.worker)
+        self.done = asyncio.create_task(runner.run())
+        async with asyncio.timeout(5):
+            await self.started.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.worker.cancel()
+        assert self.done is not None
+        async with asyncio.timeout(5):
+            await self.done
+
+    async def queue(self, *frames: Frame) -> None:
+        await self.worker.queue_frames(list(frames))
+
+
+def segment(pcm: NDArray[np.int16]) -> list[Frame]:
+    """`pcm` as 20 ms input frames between the VAD's start and stop, as a VAD would bracket it."""
+    audio = [InputAudioRawFrame(pcm[i : i + FRAME].tobytes(), RATE, 1) for i in range(0, len(pcm), FRAME)]
+    return [VADUserStartedSpeakingFrame(), *audio, VADUserStoppedSpeakingFrame(stop_secs=0.3)]
+
+
+def tts_audio(frames: Sequence[Frame]) -> NDArray[np.int16]:
+    return np.frombuffer(b"".join(f.audio for f in frames if isinstance(f, TTSAudioRawFrame)), dtype=np.int16)
+
+
+# --- pure helpers ------------------------------------------------------------------------------------
+def test_segments_decode_from_pcm_or_wav_at_any_rate() -> None:
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype(np.int16)  # 1 s at 8 kHz
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(tone.tobytes())
+    from_pcm, from_wav = segment_pcm(tone.tobytes(), 8000), segment_pcm(out.getvalue(), 16000)
+    assert abs(len(from_pcm) - RATE) <= 2 and np.array_equal(from_pcm, from_wav)
+    assert speech_level_dbfs(from_pcm) == pytest.approx(-15.3, abs=0.5)  # 8000/32768 sine: -12.3 dB peak - 3
+    assert speech_level_dbfs(np.zeros(RATE, np.int16)) == -120.0
+
+
+def test_noise_only_and_quiet_hallucinations_are_dropped(whisper: WhisperSTT) -> None:
+    stt = WhisperSTTService(whisper, "en")
+    assert spoken_words(" [BLANK_AUDIO] ") == "" and spoken_words("(music) ♪♪") == ""
+    assert not stt.keeps("[BLANK_AUDIO]", -20.0)
+    assert not stt.keeps("Thank you.", -45.0) and not stt.keeps(" you", -45.0)
+    assert stt.keeps("Thank you.", -20.0)  # said out loud, it is a turn
+    assert stt.keeps("What time do you open?", -45.0)
+
+
+# --- speech to text ----------------------------------------------------------------------------------
+async def test_whisper_service_transcribes_speech_segments_and_not_silence(whisper: WhisperSTT) -> None:
+    stt = WhisperSTTService(whisper, "en-US")
+    seen = Collector()
+    noise = np.random.default_rng(7).normal(0, 15, RATE).astype(np.int16)  # ~ -67 dBFS line hiss
+    question = pad(speech_pcm(QUESTION, RATE), 0.1, 0.3, RATE)
+    async with Run([stt, seen]) as run:
+        await run.queue(*segment(noise), *segment(question))  # segments are transcribed in order
+        await seen.until(lambda: bool(seen.of(TranscriptionFrame)), within=15)
+    transcripts = seen.of(TranscriptionFrame)
+    assert len(transcripts) == 1, transcripts
+    assert "saturday" in words(transcripts[0].text)
+    assert transcripts[0].finalized and transcripts[0].language == "en"
+    hiss, said = stt.timings
+    assert not hiss.kept and hiss.transcribe_s == 0.0 and hiss.level_dbfs < -60
+    assert said.kept and said.text == transcripts[0].text
+    assert said.audio_s >= len(question) / RATE + 0.5  # the base pads each segment with 0.5 s of silence
+    assert 0 < said.transcribe_s <= said.ready_s < 5.0
+    print(f"\nSTT: {said.audio_s:.2f} s segment, ready {1000 * said.ready_s:.0f} ms after the VAD stop")
+
+
+# --- text to speech ----------------------------------------------------------------------------------
+async def test_piper_service_speaks_a_reply_that_whisper_understands(piper: PiperTTS, whisper: WhisperSTT) -> None:
+    tts = PiperTTSService(piper)
+    seen = Collector()
+    async with Run([tts, seen]) as run:
+        tokens = [LLMTextFrame(word + " ") for word in HOURS.split(" ")]
+        await run.queue(LLMFullResponseStartFrame(), *tokens, LLMFullResponseEndFrame())
+        await seen.until(lambda: bool(seen.of(TTSStoppedFrame)), within=15)
+    kinds = [type(f) for f in seen.frames]
+    audio_at = [i for i, kind in enumerate(kinds) if kind is TTSAudioRawFrame]
+    assert kinds.index(TTSStartedFrame) < audio_at[0] and audio_at[-1] < kinds.index(TTSStoppedFrame)
+    chunks = seen.of(TTSAudioRawFrame)
+    assert {(f.sample_rate, f.num_channels) for f in chunks} == {(RATE, 1)}
+    assert max(len(f.audio) for f in chunks) == 2 * RATE * 40 // 1000  # 40 ms pieces
+    assert len({f.context_id for f in chunks}) == 1
+    pcm = tts_audio(chunks)
+    assert 1.2 < len(pcm) / RATE < 4.0  # six words
+    heard = await whisper.transcribe_async(pcm, "en")
+    assert {"nine", "five"} <= words(heard.text), heard.text
+    [timing] = tts.timings
+    assert timing.text == HOURS and not timing.interrupted and timing.first_audio_s is not None
+    assert timing.audio_s == pytest.approx(len(pcm) / RATE)
+    print(f"\nTTS: first audio {1000 * timing.first_audio_s:.0f} ms, {timing.audio_s:.2f} s of speech")
+
+
+async def test_an_interruption_stops_a_long_utterance_at_once(piper: PiperTTS) -> None:
+    tts = PiperTTSService(piper)
+    seen = Collector()
+    async with Run([tts, seen]) as run:
+        await run.queue(TTSSpeakFrame(LONG))
+        await seen.until(lambda: bool(seen.of(TTSAudioRawFrame)), within=10)  # first sentence out
+        asked = time.perf_counter()
+        await run.queue(InterruptionFrame())
+        await seen.until(lambda: bool(seen.of(InterruptionFrame)), within=2)
+        passed = seen.arrived[seen.frames.index(seen.of(InterruptionFrame)[0])] - asked
+        await run.queue(TTSSpeakFrame("Sure."))
+        await seen.until(lambda: len(seen.of(TTSStoppedFrame)) >= 1, within=10)
+    first, second = tts.timings
+    at = seen.frames.index(seen.of(InterruptionFrame)[0])
+    late = [f for f in seen.frames[at:] if isinstance(f, TTSAudioRawFrame) and f.context_id == first.context_id]
+    assert late == []  # nothing of the interrupted utterance after the interruption
+    assert passed < 0.1, f"the interruption waited {passed:.3f} s behind the synthesis"
+    assert first.interrupted and first.audio_s < 8.0  # LONG is ~14 s of speech: Piper stopped early
+    assert not second.interrupted and second.first_audio_s is not None
+    after = [f for f in seen.frames[at:] if isinstance(f, TTSAudioRawFrame)]
+    assert after and {f.context_id for f in after} == {second.context_id}
+    print(
+        f"\ninterruption passed the TTS in {1000 * passed:.1f} ms; {first.audio_s:.2f} s of the long reply "
+        f"synthesized; next reply's first audio {1000 * second.first_audio_s:.0f} ms"
+    )
