@@ -10,12 +10,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soxr
+from pipecat.audio.vad.vad_analyzer import VADParams
 
 from pipeline.llm.types import ToolCall
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
 from runtime.events import ConversationEvent
 from runtime.voice.brain_processor import TurnRecord, _is_markup
 from runtime.voice.call import REMINDER, TRANSFER_FAILED, VoiceCall, VoiceSettings
+from runtime.voice.early_vad import EarlySpeechSileroVAD, window_dbfs
+from runtime.voice.turn_start import EARLY_HOLD_S
 from telephony.call import TransferOutcome
 from tests.test_brain_support import agent, brain, deps, scripted
 from tests.test_voice_transport import RATE, FakeLeg, _speech_8k
@@ -155,8 +159,9 @@ async def test_barge_in_stops_the_agent_and_history_keeps_what_was_heard() -> No
     speaking = asyncio.create_task(
         leg.speak(np.concatenate((_speech_8k("Actually, I want a large pepperoni please."), silence(1.5))))
     )
-    await leg.until(lambda: leg.paused, within=3)  # held at the VAD's speech start
+    await leg.until(lambda: leg.paused, within=3)  # held at the first sign of speech
     await leg.until(lambda: leg.clears > clears, within=5)  # then cut: it was a real barge-in
+    assert call.vad.early_reports >= 1 and call.turn_start.early_holds >= 1, "held before the VAD's verdict"
     await speaking
     await leg.until(lambda: len(llm.calls) == 2 and leg.buffered_ms == 0 and not call.bot_speaking, within=15)
     leg.end("remote hangup")
@@ -296,3 +301,48 @@ async def test_the_maximum_call_length_says_so_then_hangs_up() -> None:
 )
 def test_replies_that_are_markup_are_told_from_words(reply: str, markup: bool) -> None:
     assert _is_markup(reply) is markup
+
+
+async def test_an_early_hold_the_vad_never_confirms_is_let_go() -> None:
+    """A click or a cough: speech-like for a moment, never speech to the VAD. Playback pauses, then resumes
+    from where it was, and nothing is cut."""
+    leg = FakeLeg()
+    reply = "Our hours are eleven to ten on weekdays and noon to eleven on weekends, every week of the year."
+    llm = scripted(reply)
+    agent_brain = brain(agent(greeting=None), deps(llm), channel="voice")
+    stt = ScriptedSTTService(["when are you open"], delay_s=0.05)
+    tts = ScriptedTTSService(ms_per_char=40.0)
+    call = VoiceCall(leg, Actions(leg), agent_brain, stt=stt, tts=tts, settings=VoiceSettings(idle_s=30))
+    task = asyncio.create_task(run_call(call, within=30))
+    leg.feed(np.concatenate((silence(0.3), _speech_8k("When are you open?"), silence(0.2))))
+    await leg.until(lambda: leg.frames_played > 50 and call.bot_speaking, within=15)
+    clears, played = leg.clears, leg.frames_played
+    call.turn_start.early_speech()  # what EarlySpeechSileroVAD calls on three confident, loud windows
+    assert leg.paused and call.turn_start.early_holds == 1
+    await asyncio.sleep(EARLY_HOLD_S / 2)
+    assert leg.paused and leg.frames_played == played, "held: nothing plays, nothing is lost"
+    await leg.until(lambda: not leg.paused, within=EARLY_HOLD_S + 1)
+    await leg.until(lambda: leg.frames_played > played + 10, within=3)  # and it goes on
+    full_ms = tts.duration_ms(reply)
+    await leg.until(lambda: leg.frames_played * 20 >= full_ms - 100 and leg.buffered_ms == 0, within=20)
+    leg.end("remote hangup")
+    result = await task
+    assert leg.clears == clears and not result.heard and len(llm.calls) == 1
+
+
+def test_early_speech_is_confident_speech_that_is_not_quiet() -> None:
+    vad = EarlySpeechSileroVAD(params=VADParams())
+    vad.set_sample_rate(16000)
+    speech = soxr.resample(_speech_8k("Sorry, can I just order a pizza?"), RATE, 16000)
+
+    def reports(pcm: np.ndarray[Any, np.dtype[np.int16]]) -> int:
+        before = vad.early_reports
+        for i in range(0, len(pcm) - 512, 512):
+            vad.voice_confidence(pcm[i : i + 512].tobytes())
+        vad.voice_confidence(np.zeros(512, np.int16).tobytes())  # a silent window ends the run
+        return vad.early_reports - before
+
+    assert reports(speech) >= 1
+    assert reports((speech.astype(np.float64) * 0.005).astype(np.int16)) == 0, "echo-level speech (-46 dB)"
+    assert reports(np.zeros(16000, np.int16)) == 0
+    assert window_dbfs(np.full(512, 3277, np.int16).tobytes()) == pytest.approx(-20.0, abs=0.01)

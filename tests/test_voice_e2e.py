@@ -36,7 +36,7 @@ from runtime.voice.call import VoiceSettings
 from telephony.edge import EdgeConfig, SipEdge
 from tests.conftest import Tenant
 from tests.peers.baresip import Baresip
-from tests.peers.sipp import Sipp
+from tests.peers.sipp import Sipp, SippResult
 from tests.peers.speech import pad, read_wav, rtp_dtmf_pcap, speech_pcm, write_rtp_pcap
 from tests.test_chat_local_model import local_model  # noqa: F401 (fixture)
 from tests.test_chat_support import Script, fund, published_agent, script  # noqa: F401 (fixture)
@@ -91,6 +91,19 @@ async def agent_edge(
     edge = SipEdge(config, admission)
     await edge.start()
     return edge, e164
+
+
+async def call_through(edge: SipEdge, uac: Sipp, within: float) -> SippResult:
+    """Run SIPp's call to the edge to its end and let the call's session finish (records, metering), then
+    close the edge. The result is SIPp's, `ok` asserted."""
+    try:
+        result = await uac.start().wait_async(within)
+        assert result.ok, result.describe()
+        async with asyncio.timeout(10):
+            await edge.wait_idle()
+    finally:
+        await edge.close()
+    return result
 
 
 async def voice_conversation(services: Services, org_id: str) -> Any:
@@ -186,17 +199,11 @@ async def test_an_order_number_keyed_with_rfc2833_digits_reaches_the_brain(
     edge, e164 = await agent_edge(services, tenant, models)
     pcap = tmp_path / "digits.pcap"
     duration = rtp_dtmf_pcap(pcap, "4711#", payload_type=101)
-    try:
-        uac = sipp(
+    uac = sipp(
             "uac_dtmf", remote=(HOST, edge.port), service=e164, keys={"dtmf_pcap": pcap},
             variables={"lead_ms": 500, "dtmf_ms": int(duration * 1000) + 4000}, timeout=30,
         )  # fmt: skip
-        result = await uac.start().wait_async(40)
-        assert result.ok, result.describe()
-        async with asyncio.timeout(10):
-            await edge.wait_idle()
-    finally:
-        await edge.close()
+    await call_through(edge, uac, 40)
     assert llm.calls and "(keypad) 4711" in llm.calls[0].messages[-1].content
 
 
@@ -263,17 +270,11 @@ async def test_sipp_asks_what_only_the_knowledge_answers_and_the_local_model_say
     edge, e164 = await agent_edge(services, tenant, models, data_dir=tmp_path, agent=agent)
     pcap = tmp_path / "question.pcap"
     duration = write_rtp_pcap(pcap, pad(speech_pcm("Who makes your bread?"), 3.0, 0.2))
-    try:
-        uac = sipp(
+    uac = sipp(
             "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
             keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 25_000}, timeout=60,
         )  # fmt: skip
-        result = await uac.start().wait_async(70)
-        assert result.ok, result.describe()
-        async with asyncio.timeout(10):
-            await edge.wait_idle()
-    finally:
-        await edge.close()
+    await call_through(edge, uac, 70)
     events = await voice_events(services, tenant.org_id)
     answer = next(e.data["text"] for e in events if e.type == "agent_message")
     assert "bartholomew" in answer.lower(), answer
@@ -311,17 +312,11 @@ async def caller_over_the_reply(
     speech = np.concatenate((question, np.zeros(round(at_s * 8000) - len(question), np.int16), words))
     pcap = tmp_path / "caller.pcap"
     duration = write_rtp_pcap(pcap, pad(speech, 0.0, 0.2))
-    try:
-        uac = sipp(
+    uac = sipp(
             "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
             keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 16_000}, timeout=60,
         )  # fmt: skip
-        result = await uac.start().wait_async(70)
-        assert result.ok, result.describe()
-        async with asyncio.timeout(10):
-            await edge.wait_idle()
-    finally:
-        await edge.close()
+    await call_through(edge, uac, 70)
     caller, agent_side = await recording(services, tenant, tmp_path)
     heard = loud_frames(caller)
     onset = next(i for i in range(round((at_s - 0.5) * 50), len(heard)) if heard[i]) / 50
@@ -382,13 +377,7 @@ async def test_an_idle_caller_is_reminded_then_the_agent_says_goodbye_and_hangs_
     llm = script()
     control = {"idleReminderSeconds": 3, "idleReminderCount": 1, "onNoResponseAction": "end", "maxCallSeconds": 120}
     edge, e164 = await agent_edge(services, tenant, models, data_dir=tmp_path, recordCalls=True, callControl=control)
-    try:
-        uac = sipp("uac_remote_bye", remote=(HOST, edge.port), service=e164, timeout=40)
-        result = await uac.start().wait_async(45)
-        async with asyncio.timeout(10):
-            await edge.wait_idle()
-    finally:
-        await edge.close()
+    result = await call_through(edge, sipp("uac_remote_bye", remote=(HOST, edge.port), service=e164, timeout=40), 45)
     assert result.ok and len(result.received("BYE")) == 1, result.describe()
     assert not llm.calls
     conversation = await voice_conversation(services, tenant.org_id)
@@ -412,13 +401,7 @@ async def test_the_maximum_call_length_ends_the_call(
     script()
     control = {"idleReminderSeconds": 300, "idleReminderCount": 0, "maxCallSeconds": 30}
     edge, e164 = await agent_edge(services, tenant, models, data_dir=tmp_path, recordCalls=True, callControl=control)
-    try:
-        uac = sipp("uac_remote_bye", remote=(HOST, edge.port), service=e164, timeout=50)
-        result = await uac.start().wait_async(55)
-        async with asyncio.timeout(10):
-            await edge.wait_idle()
-    finally:
-        await edge.close()
+    result = await call_through(edge, sipp("uac_remote_bye", remote=(HOST, edge.port), service=e164, timeout=50), 55)
     assert result.ok and len(result.received("BYE")) == 1, result.describe()
     _, agent_side = await recording(services, tenant, tmp_path)
     assert 30 <= len(agent_side) / 8000 <= 38, len(agent_side) / 8000
@@ -446,17 +429,11 @@ async def test_a_spanish_agent_hears_spanish_with_the_multilingual_model(
     # sábado?" comes back as "que no hame ni nada").
     question = speech_pcm("Quiero hablar con una persona, por favor.", voice="es")
     duration = write_rtp_pcap(pcap, pad(question, 3.0, 0.2))
-    try:
-        uac = sipp(
+    uac = sipp(
             "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
             keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 8_000}, timeout=40,
         )  # fmt: skip
-        result = await uac.start().wait_async(50)
-        assert result.ok, result.describe()
-        async with asyncio.timeout(10):
-            await edge.wait_idle()
-    finally:
-        await edge.close()
+    await call_through(edge, uac, 50)
     assert models.stt("es").name == "base"
     assert llm.calls, "the question became a turn"
     heard = llm.calls[0].messages[-1].content.lower()

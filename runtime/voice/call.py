@@ -29,7 +29,6 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -57,6 +56,7 @@ from runtime.brain import AgentBrain
 from runtime.events import ConversationEvent
 from runtime.events import transfer as transfer_event
 from runtime.voice.brain_processor import BrainProcessor, TurnListener, TurnRecord, replace_last_reply
+from runtime.voice.early_vad import EarlySpeechSileroVAD
 from runtime.voice.keypad import KeypadCollector, as_user_text
 from runtime.voice.turn_start import DEFAULT_MIN_BARGE_IN_S, BackchannelAwareTurnStart, BackchannelFilter
 from telephony.codecs.resample import StreamingResampler
@@ -202,22 +202,23 @@ class VoiceCall(TurnListener):
         self._first_audio = asyncio.Event()
         self._recording: list[asyncio.Task[None]] = []
         self.backchannels = BackchannelFilter()
+        self.turn_start = BackchannelAwareTurnStart(
+            hold=self.transport.output().hold,
+            release=self.transport.output().release,
+            on_backchannel=self.backchannels.drop_next,
+            min_barge_in_s=self.settings.min_barge_in_s,
+        )
+        self.vad = EarlySpeechSileroVAD(
+            params=VADParams(start_secs=self.settings.vad_start_s, stop_secs=self.settings.vad_stop_s),
+            on_early_speech=self.turn_start.early_speech,
+        )
         context = LLMContext()
         self._aggregators = LLMContextAggregatorPair(
             context,
             user_params=LLMUserAggregatorParams(
-                vad_analyzer=SileroVADAnalyzer(
-                    params=VADParams(start_secs=self.settings.vad_start_s, stop_secs=self.settings.vad_stop_s)
-                ),
+                vad_analyzer=self.vad,
                 user_turn_strategies=UserTurnStrategies(
-                    start=[
-                        BackchannelAwareTurnStart(
-                            hold=self.transport.output().hold,
-                            release=self.transport.output().release,
-                            on_backchannel=self.backchannels.drop_next,
-                            min_barge_in_s=self.settings.min_barge_in_s,
-                        )
-                    ],
+                    start=[self.turn_start],
                     stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=self.settings.turn_timeout_s)],
                 ),
             ),

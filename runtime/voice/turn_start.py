@@ -14,7 +14,9 @@ decide:
     speech ended before min_s          a backchannel: playback goes on from where it was held
 
 The agent therefore goes quiet within the VAD's start delay (~0.2 s) whatever the speech turns out to
-be, and a short "mm-hmm" costs the caller a pause of about its own length, not the reply.
+be, and a short "mm-hmm" costs the caller a pause of about its own length, not the reply. Sooner still:
+`early_speech()` (from `early_vad.EarlySpeechSileroVAD`, ~0.1 s after the onset) holds playback before
+the VAD's verdict; if the VAD has not confirmed speech within `EARLY_HOLD_S`, playback goes on.
 `min_barge_in_s` is measured from the VAD's speech start, and the VAD's stop lags the speech by its
 `stop_secs`, so it must cover the longest backchannel (~0.55 s of "mm-hmm") plus that lag.
 """
@@ -39,6 +41,7 @@ from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
 
 DEFAULT_MIN_BARGE_IN_S = 0.65
+EARLY_HOLD_S = 0.5  # an early hold the VAD does not confirm within this is let go (a cough, a click)
 BACKCHANNEL_TRANSCRIPT_WAIT_S = 3.0  # a backchannel's transcript arrives within this, or never
 
 
@@ -85,6 +88,8 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
         self.backchannels = 0  # speech while the agent talked that was too short to take the floor
         self.barge_ins = 0
         self._pending: asyncio.Task[None] | None = None
+        self._early: asyncio.Task[None] | None = None  # an early hold awaiting the VAD's verdict
+        self.early_holds = 0
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, BotStartedSpeakingFrame):
@@ -92,6 +97,7 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
         elif isinstance(frame, VADUserStartedSpeakingFrame):
+            await self._cancel_early()  # confirmed: what follows decides
             if not self.bot_speaking:
                 await self.trigger_user_turn_started()
                 return ProcessFrameResult.STOP
@@ -106,6 +112,25 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
                 self._on_backchannel()  # its transcript, still to come, is not a turn
         return ProcessFrameResult.CONTINUE
 
+    def early_speech(self) -> None:
+        """The first sign of the caller's speech: hold the agent's audio now if it is talking."""
+        if not self.bot_speaking or self._pending is not None or self._early is not None:
+            return
+        self.early_holds += 1
+        self._hold()
+        self._early = self.task_manager.create_task(self._early_lapse(), "early-hold")
+
+    async def _early_lapse(self) -> None:
+        await asyncio.sleep(EARLY_HOLD_S)
+        self._early = None
+        if self._pending is None:
+            self._release()  # the VAD never confirmed speech: not a barge-in after all
+
+    async def _cancel_early(self) -> None:
+        task, self._early = self._early, None
+        if task is not None and not task.done():
+            await self.task_manager.cancel_task(task)
+
     async def _sustained(self) -> None:
         await asyncio.sleep(self.min_barge_in_s)
         self._pending = None
@@ -118,5 +143,6 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
             await self.task_manager.cancel_task(task)
 
     async def cleanup(self) -> None:
+        await self._cancel_early()
         await self._cancel_pending()
         await super().cleanup()  # type: ignore[no-untyped-call]
