@@ -9,9 +9,9 @@ paced μ-law RTP, silence between them, and timestamps every agent RTP packet on
 1. Voice-to-voice latency per turn: the last RTP packet of the caller's speech leaving -> the first agent
    packet with sound (peak above ~-42 dBFS) arriving. Several calls, a few questions each, after one
    warm-up call that is not counted. Per turn, the receipt the server wrote (user_utterance.data.timings
-   in conversation_events, read from SQLite after the run) splits it: speechEndToTranscriptMs (VAD stop
-   -> transcript), firstTokenMs (brain turn start -> first LLM token), ttsFirstAudioMs (a synthesis'
-   start -> its first audio).
+   in conversation_events, read from SQLite after the run) splits it, each since the VAD's pause:
+   speechEndToTranscriptMs (transcript ready), turnDecidedMs (the turn ended, the brain asked),
+   firstTokenMs (the first LLM token), firstAudioMs (the first agent audio into the leg).
 2. Barge-in: the agent reads a long greeting; 1.5-3 s into it the caller asks a question. Onset = the
    first RTP packet of that speech leaving; stop = the last agent packet before the first gap of more
    than 100 ms in its audio, + 20 ms (that packet's play time). One barge-in per call.
@@ -77,6 +77,8 @@ QUESTIONS = (
 BARGE_IN = "Sorry, can I just order a pizza?"
 VAD_STOP_S, TURN_TIMEOUT_S = 0.25, 0.35  # runtime/voice/call.py VoiceSettings defaults, used by both servers
 GOALS = {"v2v_p50_ms": 900, "v2v_p95_ms": 1300, "barge_in_p95_ms": 250, "overhead_p95_ms": 30, "mb_per_call_hour": 1}
+# The receipt's per-turn timings (control_api/calls/voice.py TurnWriter), each in ms since the VAD's pause.
+RECEIPT_TIMINGS = ("speechEndToTranscriptMs", "turnDecidedMs", "firstTokenMs", "firstAudioMs")
 ANSWER_GAP_S = 1.0  # the agent is done when no packet has come for this long
 
 
@@ -342,9 +344,7 @@ def breakdown(turns: Sequence[Turn], database: Path) -> list[dict[str, Any]]:
                 **{k: v for k, v in asdict(t).items() if k != "speech_end"},
                 "heard": data.get("text", ""),
                 "user_turns_in_call": len(utterances),
-                "speechEndToTranscriptMs": timings.get("speechEndToTranscriptMs"),
-                "firstTokenMs": timings.get("firstTokenMs"),
-                "ttsFirstAudioMs": timings.get("ttsFirstAudioMs"),
+                **{key: timings.get(key) for key in RECEIPT_TIMINGS},
                 "restMs": rest_ms(t.v2v_ms, timings),
             }
         )
@@ -352,12 +352,12 @@ def breakdown(turns: Sequence[Turn], database: Path) -> list[dict[str, Any]]:
 
 
 def rest_ms(v2v_ms: float | None, timings: dict[str, Any]) -> float | None:
-    """What the receipt does not explain: v2v - VAD stop wait - transcript - first token - first TTS audio
-    (the turn timeout where it outlasts transcription, frame hops, the jitter buffer, resampling, pacing)."""
-    parts = [timings.get(k) for k in ("speechEndToTranscriptMs", "firstTokenMs", "ttsFirstAudioMs")]
-    if v2v_ms is None or any(p is None for p in parts):
+    """What the receipt does not explain: v2v - the VAD stop wait - first agent audio into the leg (itself
+    measured from the VAD's pause): the jitter buffer and resampling on the way in, the pacer on the way out."""
+    first_audio = timings.get("firstAudioMs")
+    if v2v_ms is None or first_audio is None:
         return None
-    return v2v_ms - 1000 * VAD_STOP_S - sum(float(p) for p in parts if p is not None)
+    return v2v_ms - 1000 * VAD_STOP_S - float(first_audio)
 
 
 async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng: random.Random) -> dict[str, Any]:
@@ -397,10 +397,7 @@ async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng:
         "v2v_ms": stats(v2v),
         "first_packet_ms": stats([t.first_packet_ms for t in turns if t.first_packet_ms is not None]),
         "unanswered_turns": sum(t.v2v_ms is None for t in turns),
-        "parts_ms": {
-            key: stats([r[key] for r in rows if r[key] is not None])
-            for key in ("speechEndToTranscriptMs", "firstTokenMs", "ttsFirstAudioMs", "restMs")
-        },
+        "parts_ms": {key: stats([r[key] for r in rows if r[key] is not None]) for key in (*RECEIPT_TIMINGS, "restMs")},
         "barge_ins": barges,
         "barge_in_ms": stats(bms),
         "barge_in_missed": sum(b["ms"] is None for b in barges),
@@ -452,10 +449,11 @@ def report(results: dict[str, Any]) -> None:
         print(line(f"server receipt {key}", s))
     if real["unanswered_turns"]:
         print(f"  {real['unanswered_turns']} turns got no answer")
-    print("  per turn (ms): v2v measured; stt, token, tts from the receipt; rest = v2v - 250 (VAD stop) - the three")
-    print(f"  {'call':>12}{'#':>3}{'v2v':>7}{'stt':>7}{'token':>7}{'tts':>7}{'rest':>7}  heard")
+    print("  per turn (ms): v2v measured; from the receipt, each since the VAD's pause: transcript, turn decided,")
+    print("  first LLM token, first agent audio into the leg; rest = v2v - 250 (VAD stop) - first audio")
+    print(f"  {'call':>12}{'#':>3}{'v2v':>7}{'stt':>7}{'turn':>7}{'token':>7}{'audio':>7}{'rest':>7}  heard")
     for r in real["turns"]:
-        cells = [r["v2v_ms"], r["speechEndToTranscriptMs"], r["firstTokenMs"], r["ttsFirstAudioMs"], r["restMs"]]
+        cells = [r["v2v_ms"], *(r[key] for key in RECEIPT_TIMINGS), r["restMs"]]
         text = "".join(f"{c:>7.0f}" if c is not None else f"{'-':>7}" for c in cells)
         print(f"  {r['caller_id']:>12}{r['index']:>3}{text}  {r['heard'][:60]!r}")
     b = real["barge_in_ms"]
