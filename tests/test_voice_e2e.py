@@ -152,8 +152,7 @@ def transcribe_heard(phone: Baresip) -> str:
     for heard_file in phone.recordings("dec"):
         heard, rate = read_wav(heard_file)
         assert rate == 8000
-        pcm16k = np.repeat(heard, 2)  # good enough for Whisper to read telephone audio
-        texts.append(WhisperSTT("tiny.en", Path(".flowyte")).transcribe(pcm16k, "en").text.lower())
+        texts.append(transcribe_utterances(heard))
     assert texts, "baresip recorded nothing"
     return " ".join(texts)
 
