@@ -11,6 +11,7 @@ REFERs baresip to a SIPp UAS; the NOTIFY's outcome lands in the conversation rec
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import wave
 from collections.abc import Callable
@@ -128,6 +129,12 @@ def loud_frames(pcm: NDArray[np.int16], threshold: float = 300.0) -> NDArray[np.
     return np.asarray(np.sqrt((frames**2).mean(axis=1)) > threshold)
 
 
+@functools.cache
+def tiny_en() -> WhisperSTT:
+    """Whisper tiny.en for reading back what was said on a call: loaded once for the module."""
+    return WhisperSTT("tiny.en", Path(".flowyte"))
+
+
 def transcribe_utterances(pcm: NDArray[np.int16], gap_s: float = 0.5) -> str:
     """8 kHz audio with pauses in it (a call recording), transcribed one stretch of sound at a time, lower-cased.
     Whisper given the whole recording at once has dropped all but its first sentence."""
@@ -140,7 +147,7 @@ def transcribe_utterances(pcm: NDArray[np.int16], gap_s: float = 0.5) -> str:
             quiet += 1
             if quiet >= gap_s * 50:
                 stretch = pcm[max(0, start - 10) * 160 : (i - quiet + 10) * 160]
-                texts.append(WhisperSTT("tiny.en", Path(".flowyte")).transcribe(np.repeat(stretch, 2), "en").text)
+                texts.append(tiny_en().transcribe(np.repeat(stretch, 2), "en").text)
                 start, quiet = None, 0
     return " ".join(texts).lower()
 
@@ -216,9 +223,9 @@ async def test_an_order_number_keyed_with_rfc2833_digits_reaches_the_brain(
     pcap = tmp_path / "digits.pcap"
     duration = rtp_dtmf_pcap(pcap, "4711#", payload_type=101)
     uac = sipp(
-            "uac_dtmf", remote=(HOST, edge.port), service=e164, keys={"dtmf_pcap": pcap},
-            variables={"lead_ms": 500, "dtmf_ms": int(duration * 1000) + 4000}, timeout=30,
-        )  # fmt: skip
+        "uac_dtmf", remote=(HOST, edge.port), service=e164, keys={"dtmf_pcap": pcap},
+        variables={"lead_ms": 500, "dtmf_ms": int(duration * 1000) + 4000}, timeout=30,
+    )  # fmt: skip
     await call_through(edge, uac, 40)
     assert llm.calls and "(keypad) 4711" in llm.calls[0].messages[-1].content
 
@@ -287,9 +294,9 @@ async def test_sipp_asks_what_only_the_knowledge_answers_and_the_local_model_say
     pcap = tmp_path / "question.pcap"
     duration = write_rtp_pcap(pcap, pad(speech_pcm("Who makes your bread?"), 3.0, 0.2))
     uac = sipp(
-            "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
-            keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 25_000}, timeout=60,
-        )  # fmt: skip
+        "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
+        keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 25_000}, timeout=60,
+    )  # fmt: skip
     await call_through(edge, uac, 70)
     events = await voice_events(services, tenant.org_id)
     answer = next(e.data["text"] for e in events if e.type == "agent_message")
@@ -329,9 +336,9 @@ async def caller_over_the_reply(
     pcap = tmp_path / "caller.pcap"
     duration = write_rtp_pcap(pcap, pad(speech, 0.0, 0.2))
     uac = sipp(
-            "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
-            keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 16_000}, timeout=60,
-        )  # fmt: skip
+        "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
+        keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 16_000}, timeout=60,
+    )  # fmt: skip
     await call_through(edge, uac, 70)
     caller, agent_side = await recording(services, tenant, tmp_path)
     heard = loud_frames(caller)
@@ -446,9 +453,9 @@ async def test_a_spanish_agent_hears_spanish_with_the_multilingual_model(
     question = speech_pcm("Quiero hablar con una persona, por favor.", voice="es")
     duration = write_rtp_pcap(pcap, pad(question, 3.0, 0.2))
     uac = sipp(
-            "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
-            keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 8_000}, timeout=40,
-        )  # fmt: skip
+        "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
+        keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 8_000}, timeout=40,
+    )  # fmt: skip
     await call_through(edge, uac, 50)
     assert models.stt("es").name == "base"
     assert llm.calls, "the question became a turn"
