@@ -17,7 +17,8 @@ paced μ-law RTP, silence between them, and timestamps every agent RTP packet on
    than 100 ms in its audio, + 20 ms (that packet's play time). One barge-in per call.
 3. Runtime overhead: a second server with instant fakes (`--fake`: ScriptedSTTService delay 0,
    ScriptedLLM ttft 0, ScriptedTTSService ttfb 0), the same measurement as 1, minus the configured waits
-   VoiceSettings.vad_stop_s + turn_timeout_s (0.25 + 0.35 s). What remains is everything else: jitter
+   VoiceSettings.vad_stop_s + turn_timeout_s (the fake server has no turn model, so its turns end after that
+   fixed silence; the real one uses Smart Turn). What remains is everything else: jitter
    buffer and resampling of the caller's audio, Silero's 32 ms analysis windows, frame hops through
    pipecat, the output transport and the 20 ms RTP pacer.
 4. Memory: the real server's VmRSS before any call, after the warm-up with no call up, with 1, 2, 4 calls
@@ -60,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from voice_caller import Arrival, Caller, trim  # the benchmarks folder, on the path above
 
+from runtime.voice.call import VoiceSettings
 from tests.peers.speech import speech_pcm
 
 RESULTS = Path(__file__).parent / "results"
@@ -75,7 +77,7 @@ QUESTIONS = (
     "What is your phone number?",
 )
 BARGE_IN = "Sorry, can I just order a pizza?"
-VAD_STOP_S, TURN_TIMEOUT_S = 0.25, 0.35  # runtime/voice/call.py VoiceSettings defaults, used by both servers
+VAD_STOP_S, TURN_TIMEOUT_S = VoiceSettings.vad_stop_s, VoiceSettings.turn_timeout_s  # both servers' defaults
 GOALS = {"v2v_p50_ms": 900, "v2v_p95_ms": 1300, "barge_in_p95_ms": 250, "overhead_p95_ms": 30, "mb_per_call_hour": 1}
 # The receipt's per-turn timings (control_api/calls/voice.py TurnWriter), each in ms since the VAD's pause.
 RECEIPT_TIMINGS = ("speechEndToTranscriptMs", "turnDecidedMs", "firstTokenMs", "firstAudioMs")
@@ -450,7 +452,7 @@ def report(results: dict[str, Any]) -> None:
     if real["unanswered_turns"]:
         print(f"  {real['unanswered_turns']} turns got no answer")
     print("  per turn (ms): v2v measured; from the receipt, each since the VAD's pause: transcript, turn decided,")
-    print("  first LLM token, first agent audio into the leg; rest = v2v - 250 (VAD stop) - first audio")
+    print("  first LLM token, first agent audio into the leg; rest = v2v - VAD stop - first audio")
     print(f"  {'call':>12}{'#':>3}{'v2v':>7}{'stt':>7}{'turn':>7}{'token':>7}{'audio':>7}{'rest':>7}  heard")
     for r in real["turns"]:
         cells = [r["v2v_ms"], *(r[key] for key in RECEIPT_TIMINGS), r["restMs"]]

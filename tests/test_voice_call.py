@@ -1,6 +1,6 @@
-"""A voice call over an in-memory leg with scripted STT/LLM/TTS (real pipecat, real Silero VAD): greeting,
-a spoken turn answered, keypad entries as turns, barge-in trimming history to what was heard, hang-up
-after a goodbye, and idle reminders."""
+"""A voice call over an in-memory leg with scripted STT/LLM/TTS (real pipecat, real Silero VAD, real Smart
+Turn where a test gives the call its detector): greeting, a spoken turn answered, turn ends, keypad entries
+as turns, barge-in trimming history to what was heard, hang-up after a goodbye, and idle reminders."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import soxr
 from pipecat.audio.vad.vad_analyzer import VADParams
 
 from pipeline.llm.types import ToolCall
+from pipeline.speech.turn import TurnDetector
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
 from runtime.events import ConversationEvent
 from runtime.voice.brain_processor import TurnRecord, _is_markup
@@ -346,3 +347,47 @@ def test_early_speech_is_confident_speech_that_is_not_quiet() -> None:
     assert reports((speech.astype(np.float64) * 0.005).astype(np.int16)) == 0, "echo-level speech (-46 dB)"
     assert reports(np.zeros(16000, np.int16)) == 0
     assert window_dbfs(np.full(512, 3277, np.int16).tobytes()) == pytest.approx(-20.0, abs=0.01)
+
+
+async def smart_turn_call(
+    detector: TurnDetector, speech: list[np.ndarray[Any, np.dtype[np.int16]]], transcripts: list[str], pause_s: float
+) -> tuple[Any, VoiceCall]:
+    """A call with Smart Turn whose caller says each of `speech` with `pause_s` between; the one answer."""
+    leg = FakeLeg()
+    agent_brain = brain(agent(greeting=None), deps(scripted("Sure.")), channel="voice")
+    tts = ScriptedTTSService(ms_per_char=5.0)
+    settings = VoiceSettings(idle_s=30, max_silence_s=1.2)
+    call = VoiceCall(
+        leg, Actions(leg), agent_brain, stt=ScriptedSTTService(transcripts, delay_s=0.05), tts=tts,
+        settings=settings, turn_detector=detector,
+    )  # fmt: skip
+    task = asyncio.create_task(run_call(call))
+    gaps = [silence(pause_s)] * (len(speech) - 1) + [silence(2.5)]
+    # In real time: the silence ceiling counts the caller's audio frames, as they arrive.
+    await leg.speak(np.concatenate([silence(0.5), *(x for pair in zip(speech, gaps, strict=True) for x in pair)]))
+    await leg.until(lambda: bool(tts.spoken) and leg.buffered_ms == 0, within=15)
+    leg.end("remote hangup")
+    return await task, call
+
+
+async def test_smart_turn_ends_a_finished_question_as_soon_as_its_transcript_is_in() -> None:
+    """The real model calls the question finished: no fixed silence wait on top of the transcript."""
+    question = _speech_8k("What time do you open on Saturday?")
+    result, call = await smart_turn_call(TurnDetector(), [question], ["what time do you open on saturday"], 0.0)
+    (turn,) = result.turns
+    assert turn.speech_end_at is not None
+    waited = turn.started - turn.speech_end_at  # from the VAD's pause: transcript 0.05 s, Smart Turn ~0.03 s
+    assert waited < call.settings.turn_timeout_s, waited
+
+
+async def test_smart_turn_keeps_an_unfinished_turn_open_across_a_pause() -> None:
+    """Told "not finished" (a threshold the model never reaches), the turn waits for more speech across a
+    0.8 s pause that a fixed 0.35 s timeout would have cut, then ends at the silence ceiling."""
+    parts = [_speech_8k("I would like to order"), _speech_8k("a large pizza")]
+    never_finished = TurnDetector(threshold=1.01)
+    result, call = await smart_turn_call(never_finished, parts, ["i would like to order", "a large pizza"], 0.8)
+    (turn,) = result.turns
+    assert turn.user_text == "i would like to order a large pizza"
+    assert turn.speech_end_at is not None
+    waited = turn.started - turn.speech_end_at
+    assert call.settings.max_silence_s - 0.1 <= waited < call.settings.max_silence_s + 0.5, waited

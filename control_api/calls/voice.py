@@ -28,6 +28,7 @@ from control_api.conversations.repository import NewMessage
 from control_api.services import Services
 from pipeline.speech.stt import WhisperSTT
 from pipeline.speech.tts import PiperTTS
+from pipeline.speech.turn import TurnDetector
 from pipeline.voice.services import PiperTTSService, WhisperSTTService
 from runtime.brain import AgentBrain
 from runtime.events import ConversationEvent
@@ -45,6 +46,7 @@ class SpeechModels:
     data_dir: Path
     _stt: dict[str, WhisperSTT] = field(default_factory=dict)
     _tts: PiperTTS | None = None
+    _turn: TurnDetector | None = None
 
     def stt(self, language: str) -> WhisperSTT:
         if language not in self._stt:
@@ -55,6 +57,11 @@ class SpeechModels:
         if self._tts is None:
             self._tts = PiperTTS()
         return self._tts
+
+    def turn(self) -> TurnDetector:
+        if self._turn is None:
+            self._turn = TurnDetector()
+        return self._turn
 
     async def preload(self, languages: tuple[str, ...] = ("en",)) -> None:
         """Load the models off the event loop, so the first call does not wait for them."""
@@ -67,6 +74,7 @@ class SpeechModels:
                 self.stt(language).transcribe(noise, language)
             for _ in self.tts().synthesize("Hello."):
                 pass
+            self.turn().predict(noise)
 
         await asyncio.to_thread(load)
 
@@ -154,8 +162,9 @@ class VoiceAgent:
         )
         started = time.monotonic()
         result = await VoiceCall(
-            leg, leg, brain, stt=writer.stt, tts=writer.tts, listener=writer, settings=settings
-        ).run()
+            leg, leg, brain, stt=writer.stt, tts=writer.tts, listener=writer, settings=settings,
+            turn_detector=self.models.turn(),
+        ).run()  # fmt: skip
         log.info("call %s: %s after %.1f s, %d turns", call.info.call_id, result.outcome, time.monotonic() - started,
                  len(result.turns))  # fmt: skip
         return result.outcome

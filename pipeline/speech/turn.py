@@ -84,6 +84,11 @@ class TurnDetector:
         self.max_silence_s = max_silence_s
         self._model = _shared_model(Path(model_path or smart_turn_path()).resolve(), cpu_threads)
 
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The one worker thread the model runs on, shared by every detector of this model file."""
+        return self._model.executor
+
     def predict(self, pcm16k: NDArray[np.int16] | NDArray[np.float32]) -> tuple[bool, float]:
         """(is_complete, probability) for the current turn's audio (only its last 8 s are used); blocking."""
         from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features

@@ -2,10 +2,12 @@
 
 The pipeline (pipecat; turn_start.py says how a caller takes the floor, backchannels included):
 
-    leg in (16 kHz) -> STT -> user turns (Silero VAD + turn stop strategy) -> brain -> TTS -> leg out
+    leg in (16 kHz) -> STT -> user turns (Silero VAD + Smart Turn) -> brain -> TTS -> leg out
 
-STT is segmented: it transcribes each stretch of speech as soon as the VAD reports the pause, while the
-turn strategy decides whether the caller has finished, so transcription overlaps endpointing. The
+STT is segmented: it transcribes each stretch of speech as soon as the VAD reports the pause, while Smart
+Turn decides whether the caller has finished, so transcription overlaps endpointing. A turn the model calls
+finished ends as soon as its transcript is in; an unfinished one waits for more speech, up to
+`max_silence_s` of silence. (Without the model, as with fakes, a fixed `turn_timeout_s` of silence.) The
 brain's reply streams into TTS clause by clause. The greeting is spoken first. A barge-in (pipecat's
 `InterruptionFrame`) clears the leg's buffer and cancels the brain's turn; the brain's history then keeps
 only what the caller heard (the transport's playback position, `replace_last_reply`). Keypad entries
@@ -45,13 +47,19 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair, LLMUserAggregatorParams
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_stop import (
+    BaseUserTurnStopStrategy,
+    SpeechTimeoutUserTurnStopStrategy,
+    TurnAnalyzerUserTurnStopStrategy,
+)
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
+from pipeline.speech.turn import TurnDetector
 from pipeline.voice.leg import AudioLeg
 from pipeline.voice.playback import Heard
 from pipeline.voice.transport import LegTransport
+from pipeline.voice.turn_analyzer import SharedSmartTurn
 from runtime.brain import AgentBrain
 from runtime.events import ConversationEvent
 from runtime.events import transfer as transfer_event
@@ -85,8 +93,11 @@ class CallActions(Protocol):
 @dataclass
 class VoiceSettings:
     vad_start_s: float = 0.15  # speech this long is the caller speaking (and holds the agent's audio)
-    vad_stop_s: float = 0.25  # the pause after which STT starts and the turn strategy is asked
-    turn_timeout_s: float = 0.35  # extra silence that ends a turn (after the VAD pause)
+    vad_stop_s: float = 0.2  # the pause after which STT starts and the turn is judged (pipecat's default)
+    # With Smart Turn (a `turn_detector`): silence after the VAD pause that ends a turn the model calls
+    # unfinished ("I'd like to order a..."); a finished one ends as soon as its transcript is in.
+    max_silence_s: float = 1.0
+    turn_timeout_s: float = 0.35  # without a turn model: the silence after the VAD pause that ends a turn
     idle_s: float = 8.0  # silence before "Are you still there?"
     max_reminders: int = 2
     max_call_s: float = 1800.0
@@ -179,6 +190,7 @@ class VoiceCall(TurnListener):
         listener: CallListener | None = None,
         settings: VoiceSettings | None = None,
         transport: LegTransport | None = None,
+        turn_detector: TurnDetector | None = None,
     ) -> None:
         self.leg, self.actions, self.brain = leg, actions, brain
         self.settings = settings or VoiceSettings()
@@ -217,10 +229,7 @@ class VoiceCall(TurnListener):
             context,
             user_params=LLMUserAggregatorParams(
                 vad_analyzer=self.vad,
-                user_turn_strategies=UserTurnStrategies(
-                    start=[self.turn_start],
-                    stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=self.settings.turn_timeout_s)],
-                ),
+                user_turn_strategies=UserTurnStrategies(start=[self.turn_start], stop=[self._turn_stop(turn_detector)]),
             ),
         )
         self.brain_processor = BrainProcessor(brain, self)
@@ -247,6 +256,13 @@ class VoiceCall(TurnListener):
         output = self.transport.output()
         output.add_event_handler("on_playback_interrupted", self._playback_interrupted)
         output.add_event_handler("on_reply_audio", self._reply_audio)
+
+    def _turn_stop(self, detector: TurnDetector | None) -> BaseUserTurnStopStrategy:
+        """Smart Turn with a silence ceiling when the call has the model; a fixed silence otherwise (fakes)."""
+        if detector is None:
+            return SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=self.settings.turn_timeout_s)
+        analyzer = SharedSmartTurn(detector, max_silence_s=self.settings.max_silence_s)
+        return TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
 
     # --- frames the call watches ---------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:
