@@ -41,6 +41,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipeline.speech.stt import WhisperSTT
 from pipeline.speech.tts import PiperTTS
+from pipeline.voice.clauses import FirstClauseAggregator
 from pipeline.voice.services import (
     PiperTTSService,
     WhisperSTTService,
@@ -215,6 +216,39 @@ async def test_piper_service_speaks_a_reply_that_whisper_understands(piper: Pipe
     assert timing.text == HOURS and not timing.interrupted and timing.first_audio_s is not None
     assert timing.audio_s == pytest.approx(len(pcm) / RATE)
     print(f"\nTTS: first audio {1000 * timing.first_audio_s:.0f} ms, {timing.audio_s:.2f} s of speech")
+
+
+async def chunks_of(aggregator: FirstClauseAggregator, text: str) -> list[str]:
+    """What the aggregator hands the TTS for one reply streamed a few characters at a time, then flushed."""
+    out = [a.text for i in range(0, len(text), 3) async for a in aggregator.aggregate(text[i : i + 3])]
+    rest = await aggregator.flush()
+    return out + ([rest.text] if rest is not None else [])
+
+
+async def test_a_reply_is_spoken_first_clause_then_sentences() -> None:
+    aggregator = FirstClauseAggregator()
+    reply = "Yes, we deliver to the airport. It costs 1,000 yen, or 10 dollars at 10:30 today. Anything else?"
+    assert await chunks_of(aggregator, reply) == [
+        "Yes,", "we deliver to the airport.", "It costs 1,000 yen, or 10 dollars at 10:30 today.", "Anything else?",
+    ]  # fmt: skip
+    assert await chunks_of(aggregator, "Sure, nine to five.") == ["Sure,", "nine to five."], "each reply anew"
+    assert await chunks_of(aggregator, "We open at nine. Then, we bake.") == ["We open at nine.", "Then, we bake."]
+    async for _ in aggregator.aggregate("Well"):
+        pass
+    await aggregator.handle_interruption()  # the caller cut in: the next reply starts fresh
+    assert await chunks_of(aggregator, "Okay, tell me.") == ["Okay,", "tell me."]
+
+
+async def test_piper_service_speaks_a_first_clause_before_the_sentence_is_written(piper: PiperTTS) -> None:
+    tts = PiperTTSService(piper)
+    seen = Collector()
+    async with Run([tts, seen]) as run:
+        await run.queue(LLMFullResponseStartFrame(), LLMTextFrame("Yes, our hours"), LLMTextFrame(" are nine"))
+        await seen.until(lambda: bool(seen.of(TTSAudioRawFrame)), within=10)  # "Yes," without the rest
+        await run.queue(LLMTextFrame(" to five."), LLMFullResponseEndFrame())
+        await seen.until(lambda: bool(seen.of(TTSStoppedFrame)), within=15)
+    assert [t.text for t in tts.timings] == ["Yes,", "our hours are nine to five."]
+    assert len({f.context_id for f in seen.of(TTSAudioRawFrame)}) == 1, "one reply, one audio context"
 
 
 async def test_an_interruption_stops_a_long_utterance_at_once(piper: PiperTTS) -> None:

@@ -13,8 +13,8 @@ and known silence hallucinations ("you", "Thank you.") are dropped when the segm
 service): `push_start_frame=True` (the base opens the audio context and queues `TTSStartedFrame` before
 `run_tts`), `push_stop_frames=True` (the base queues `TTSStoppedFrame` when the context ends), sentence
 aggregation of LLM text (`TextAggregationMode.SENTENCE`, so `run_tts` gets one sentence, or one whole
-`TTSSpeakFrame`), and `run_tts` only yields `TTSAudioRawFrame`s (40 ms pieces at the output rate) and
-`ErrorFrame`s into the audio context.
+`TTSSpeakFrame`; but a reply's first chunk ends at its first clause, see clauses.py), and `run_tts` only
+yields `TTSAudioRawFrame`s (40 ms pieces at the output rate) and `ErrorFrame`s into the audio context.
 
 Interruption. `run_tts` runs in the processor's frame task, which pipecat cancels on `InterruptionFrame`
 and awaits before it passes the interruption on. Piper cannot stop inside a sentence, so synthesis runs in
@@ -56,6 +56,7 @@ from pipecat.utils.time import time_now_iso8601
 from pipeline.speech.stt import SAMPLE_RATE as WHISPER_RATE
 from pipeline.speech.stt import WhisperSTT
 from pipeline.speech.tts import PiperTTS, SynthesisStats
+from pipeline.voice.clauses import FirstClauseAggregator
 
 Clock = Callable[[], float]
 
@@ -234,6 +235,10 @@ class PiperTTSService(TTSService):
         kwargs.setdefault("settings", TTSSettings(model=None, voice=voice, language=None))
         kwargs.setdefault("text_aggregation_mode", TextAggregationMode.SENTENCE)
         super().__init__(push_start_frame=True, push_stop_frames=True, **kwargs)
+        # A reply's first clause is spoken on its own (clauses.py); pipecat has no parameter for the aggregator.
+        self._text_aggregator = FirstClauseAggregator(
+            aggregation_type=self._text_aggregator.aggregation_type, language=self._text_aggregator.language
+        )
         self._tts = tts
         self._chunk_ms = chunk_ms
         self._clock = clock

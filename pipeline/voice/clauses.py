@@ -1,0 +1,55 @@
+"""What the TTS speaks first: a reply's first clause, then whole sentences.
+
+pipecat's sentence aggregation hands Piper a reply one sentence at a time, so the caller hears nothing
+until the model has written the whole first sentence and Piper has synthesized all of it. Replies on the
+phone often open with a short clause ("Yes, we deliver to the airport."): speaking "Yes," while the rest is
+written saves the rest of the sentence's tokens and synthesis from the time to first audio, and a pause
+after an opening clause sounds natural. Later clauses stay inside their sentences (each chunk boundary
+costs Piper's phrase-final intonation and a possible gap), so only the first chunk of a reply is cut
+short.
+
+A clause ends at `,` `;` or `:` followed by a space (so "1,000" and "10:30" are never split). A reply
+ends at the TTS's `flush()` (the LLM response ended) or an interruption; the next one starts fresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
+
+CLAUSE_ENDINGS = frozenset(",;:")
+
+
+class FirstClauseAggregator(SimpleTextAggregator):
+    """Sentence aggregation, except that a reply's first chunk ends at its first clause."""
+
+    def __init__(self, *, aggregation_type: TextType = TextType.SENTENCE, language: str | None = None) -> None:
+        super().__init__(aggregation_type=aggregation_type, language=language)  # type: ignore[no-untyped-call]
+        self._spoke = False  # whether this reply has had its first chunk
+
+    async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
+        if self._aggregation_type == TextType.TOKEN:
+            async for aggregation in super().aggregate(text):
+                yield aggregation
+            return
+        for char in text:
+            if not self._spoke and char.isspace() and self._text[-1:] in CLAUSE_ENDINGS:
+                clause = self._text.strip()
+                if any(c.isalnum() for c in clause):
+                    await self.reset()  # type: ignore[no-untyped-call]
+                    self._spoke = True
+                    yield Aggregation(text=clause, type=TextType.SENTENCE)
+                    continue
+            async for aggregation in super().aggregate(char):
+                self._spoke = True
+                yield aggregation
+
+    async def flush(self) -> Aggregation | None:
+        self._spoke = False
+        return await super().flush()
+
+    async def handle_interruption(self) -> None:
+        self._spoke = False
+        await super().handle_interruption()  # type: ignore[no-untyped-call]
