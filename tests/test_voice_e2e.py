@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import re
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -45,8 +46,9 @@ from tests.test_knowledge_support import clock, embedder, indexed, knowledge  # 
 from tests.test_numbers_support import unstocked_number
 
 HOST = "127.0.0.1"
-# Asked "Who makes your bread?": words that espeak-ng says and Whisper tiny.en reads back over a phone line
-# ("sourdough starter" comes back as "tower, no starter").
+# Asked "Hello, who makes your bread?": words that espeak-ng says and Whisper tiny.en reads back over a phone
+# line ("sourdough starter" comes back as "tower, no starter"). The "Hello," matters: a segment whose onset
+# is clipped by a few tens of ms was heard as "to make your bread.", and the model then gives a recipe.
 BAKER_FACT = (
     "All of Harbor Lane Bakery's bread is made by our head baker, Bartholomew. He has baked every loaf by "
     "hand since 1987."
@@ -292,23 +294,23 @@ async def test_sipp_asks_what_only_the_knowledge_answers_and_the_local_model_say
     assert (await tenant.post(f"/agents/{agent['id']}/publish")).status_code == 201
     edge, e164 = await agent_edge(services, tenant, models, data_dir=tmp_path, agent=agent)
     pcap = tmp_path / "question.pcap"
-    duration = write_rtp_pcap(pcap, pad(speech_pcm("Who makes your bread?"), 3.0, 0.2))
+    duration = write_rtp_pcap(pcap, pad(speech_pcm("Hello, who makes your bread?"), 3.0, 0.2))
     uac = sipp(
         "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
         keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 25_000}, timeout=60,
     )  # fmt: skip
     await call_through(edge, uac, 70)
     events = await voice_events(services, tenant.org_id)
+    heard = next(e.data["text"] for e in events if e.type == "user_utterance")
     answer = next(e.data["text"] for e in events if e.type == "agent_message")
     retrieval = next(e for e in events if e.type == "kb_retrieval")
     assert "Bartholomew" in retrieval.data["passages"][0]["text"], "the caller's question found the passage"
-    # The 0.5B model usually answers with the name, but not always (once: "To make your bread, you can follow
-    # these steps"); its answering from knowledge is held to it in tests/test_chat_local_model.py. Here: it
-    # answered in words, and the answer went out on the wire after the greeting.
-    assert answer.strip() and not answer.lstrip().startswith(("{", "[")), answer
+    assert "bartholomew" in answer.lower(), (heard, answer)
     _, agent_side = await recording(services, tenant, tmp_path)
     said = transcribe_utterances(agent_side)
-    assert len(said.split()) >= 8, (answer, said)  # the 4-word greeting and an answer of a few words
+    # Whisper reads Piper's "Bartholomew" its own way ("or follow me"): the rest of the answer is what it hears.
+    answer_words = set(re.findall(r"[a-z0-9']+", answer.lower()))
+    assert len(answer_words & set(re.findall(r"[a-z0-9']+", said))) >= 0.6 * len(answer_words), (answer, said)
     assert [e for e in events if e.type == "error"] == []
 
 

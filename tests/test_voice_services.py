@@ -193,6 +193,30 @@ async def test_whisper_service_transcribes_speech_segments_and_not_silence(whisp
     print(f"\nSTT: {said.audio_s:.2f} s segment, ready {1000 * said.ready_s:.0f} ms after the VAD stop")
 
 
+async def test_words_after_a_short_pause_keep_their_onset_and_the_turn_open(whisper: WhisperSTT) -> None:
+    """The caller says "Hello, who makes your bread?", with a 0.16 s pause at the comma. A VAD with a 0.2 s
+    stop calls the pause 40 ms into "who". The next segment still begins with "who" (the VAD's stop window
+    carries over), and the first transcript, in while more speech waits behind it, is not final: the turn
+    stays open for the rest."""
+    stt = WhisperSTTService(whisper, "en")
+    seen = Collector()
+    speech = speech_pcm("Hello, who makes your bread?", RATE)
+    loud = [float(np.abs(speech[i : i + FRAME]).max()) > 300 for i in range(0, len(speech), FRAME)]
+    first_quiet = loud.index(False, loud.index(True))
+    resumes = loud.index(True, first_quiet)
+    assert 0.1 <= (resumes - first_quiet) * 0.02 <= 0.2, "espeak-ng's comma pause"
+    split = (resumes + 2) * FRAME  # 40 ms into "who"
+    hello, rest = segment(speech[:split]), segment(pad(speech[split:], 0.0, 0.3, RATE))
+    hello[-1] = VADUserStoppedSpeakingFrame(stop_secs=0.2)
+    async with Run([stt, seen]) as run:
+        await run.queue(*hello, *rest)
+        await seen.until(lambda: len(seen.of(TranscriptionFrame)) == 2, within=15)
+    first, second = seen.of(TranscriptionFrame)
+    assert "hello" in words(first.text) and not first.finalized
+    assert {"who", "bread"} <= words(second.text), second.text
+    assert second.finalized
+
+
 # --- text to speech ----------------------------------------------------------------------------------
 async def test_piper_service_speaks_a_reply_that_whisper_understands(piper: PiperTTS, whisper: WhisperSTT) -> None:
     tts = PiperTTSService(piper)

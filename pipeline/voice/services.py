@@ -48,7 +48,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import STTSettings, TTSSettings
-from pipecat.services.stt_service import SegmentedSTTService
+from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.services.tts_service import TextAggregationMode, TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
@@ -175,6 +175,27 @@ class WhisperSTTService(SegmentedSTTService):
         if isinstance(frame, VADUserStoppedSpeakingFrame) and self.is_usable:
             self._stops.append(self._clock())  # the base queues exactly one segment for it
         await super().process_frame(frame, direction)
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> None:
+        """The base marks every transcript final: one segment, one transcript. But the turn strategy takes a
+        final transcript to cover all the speech so far, and ends the turn on it. When the caller went on
+        talking after a short pause ("Hello, | who makes your bread?"), the next segment is still being spoken
+        or still queued here: its words would miss the turn. So a transcript is final only when no later
+        speech is being spoken or waits behind it."""
+        if isinstance(frame, TranscriptionFrame) and (self._stops or self._user_speaking):
+            await STTService.push_frame(self, frame, direction)  # past SegmentedSTTService's marking
+            return
+        await super().push_frame(frame, direction)
+
+    async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
+        """The base sends the buffer off as a segment and empties it. Its last `stop_secs` are what the VAD
+        waited through before calling the pause, so when the pause was barely longer than that, they hold the
+        onset of the caller's next words ("Hello, | who makes..."): without them the next segment begins
+        mid-word and Whisper hears "make your bread". They stay in the buffer as the next segment's pre-roll
+        (the base keeps at most 1 s of it, so a long pause drops them)."""
+        tail = bytes(self._audio_buffer[-2 * round(frame.stop_secs * self.sample_rate) :]) if frame.stop_secs else b""
+        await super()._handle_user_stopped_speaking(frame)  # type: ignore[no-untyped-call]
+        self._audio_buffer[:0] = tail
 
     def keeps(self, text: str, level_dbfs: float) -> bool:
         """Whether a transcript is speech worth a turn: words, and not a hallucination on quiet audio."""

@@ -47,6 +47,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair, LLMUserAggregatorParams
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy
 from pipecat.turns.user_stop import (
     BaseUserTurnStopStrategy,
     SpeechTimeoutUserTurnStopStrategy,
@@ -229,7 +230,11 @@ class VoiceCall(TurnListener):
             context,
             user_params=LLMUserAggregatorParams(
                 vad_analyzer=self.vad,
-                user_turn_strategies=UserTurnStrategies(start=[self.turn_start], stop=[self._turn_stop(turn_detector)]),
+                user_turn_strategies=UserTurnStrategies(
+                    # A transcript outside a turn starts one, as in pipecat's defaults: words are never left over.
+                    start=[self.turn_start, TranscriptionUserTurnStartStrategy()],
+                    stop=[self._turn_stop(turn_detector)],
+                ),
             ),
         )
         self.brain_processor = BrainProcessor(brain, self)
