@@ -156,6 +156,25 @@ async def test_later_turns_reuse_the_cached_prefix_even_when_conversations_alter
     assert usage(a2).cached_prompt_tokens >= usage(a1).prompt_tokens - 30
 
 
+async def test_a_warmed_up_agent_evaluates_only_the_first_message_and_a_released_call_is_forgotten(
+    llm: LocalLlamaProvider,
+) -> None:
+    def usage(events: list[LLMEvent]) -> Usage:
+        return next(event for event in events if isinstance(event, Usage))
+
+    system = ChatMessage("system", SYSTEM.content + " Our phone number is 555-0100.")  # a prompt no test used
+    await llm.warm_up([system], TOOLS)
+    first = await collect(llm, [system, ChatMessage("user", "Are you open today?")], TOOLS, max_tokens=8,
+                          prompt_cache_key="call-1")  # fmt: skip
+    assert usage(first).prompt_tokens - usage(first).cached_prompt_tokens < 40, usage(first)
+    cache = llm.engine._cache
+    owned = [entry for entry in cache._entries.values() if entry.owner == "call-1"]
+    assert len(owned) == 1, "the call's own state, kept for its next turn"
+    await llm.release("call-1")
+    assert [entry for entry in cache._entries.values() if entry.owner == "call-1"] == []
+    assert llm.engine.covers(owned[0].tokens[:20]), "the shared prefixes stay"
+
+
 async def test_two_conversations_at_once_both_complete(llm: LocalLlamaProvider) -> None:
     talk, act = await asyncio.gather(
         collect(llm, turn("Hi there, how are you?"), TOOLS, max_tokens=24),

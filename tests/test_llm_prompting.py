@@ -121,6 +121,20 @@ def test_prefix_cache_finds_the_longest_shared_prefix_and_supersedes_its_own_pre
     assert cache.best(as_tokens([7, 7])) is None
 
 
+def test_a_conversations_states_are_its_own_and_go_with_it() -> None:
+    cache = PrefixStateCache(max_bytes=100, max_entries=5)
+    system = [1, 2, 3, 4]
+    cache.put(as_tokens(system), b"s" * 10)  # the shared prefix (no owner)
+    cache.put(as_tokens([*system, 10]), b"a" * 10, owner="call-a")
+    cache.put(as_tokens([*system, 10, 11]), b"A" * 10, owner="call-a")  # supersedes call-a's own turn 1
+    cache.put(as_tokens([*system, 20]), b"b" * 10, owner="call-b")
+    assert len(cache) == 3, "the shared prefix is kept: another owner's state does not supersede it"
+    assert cache.drop_owner("call-a") == 1 and cache.drop_owner("call-a") == 0
+    hit = cache.best(as_tokens([*system, 10, 11]))
+    assert hit is not None and hit[0] == 4 and hit[1].data == b"s" * 10  # back to the shared prefix
+    assert len(cache) == 2 and cache.size_bytes == 20
+
+
 def test_prefix_cache_evicts_least_recently_used_within_its_bounds() -> None:
     cache = PrefixStateCache(max_bytes=25, max_entries=10)
     for n in range(3):

@@ -5,6 +5,7 @@ as turns, barge-in trimming history to what was heard, hang-up after a goodbye, 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,8 @@ import pytest
 import soxr
 from pipecat.audio.vad.vad_analyzer import VADParams
 
-from pipeline.llm.types import ToolCall
+from pipeline.llm.scripted import ScriptedLLM
+from pipeline.llm.types import ChatMessage, ToolCall, ToolSpec
 from pipeline.speech.turn import TurnDetector
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
 from runtime.events import ConversationEvent
@@ -391,3 +393,35 @@ async def test_smart_turn_keeps_an_unfinished_turn_open_across_a_pause() -> None
     assert turn.speech_end_at is not None
     waited = turn.started - turn.speech_end_at
     assert call.settings.max_silence_s - 0.1 <= waited < call.settings.max_silence_s + 0.5, waited
+
+
+class StatefulScript(ScriptedLLM):
+    """A scripted model that keeps state between turns (`StatefulLLM`): records what it is told."""
+
+    def __init__(self, *turns: str) -> None:
+        super().__init__(list(turns), ttft_s=0.0)
+        self.told: list[tuple[str, str]] = []
+
+    async def warm_up(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> None:
+        self.told.append(("warm_up", messages[0].content))
+
+    async def release(self, prompt_cache_key: str) -> None:
+        self.told.append(("release", prompt_cache_key))
+
+
+async def test_the_model_warms_up_while_the_greeting_plays_and_forgets_the_call_after_it() -> None:
+    leg = FakeLeg()
+    llm = StatefulScript("We open at nine.")
+    agent_brain = brain(agent(greeting="Hi, this is Tony's Pizza."), deps(llm), channel="voice")
+    tts = ScriptedTTSService(ms_per_char=10.0)
+    call = VoiceCall(leg, Actions(leg), agent_brain, stt=ScriptedSTTService(["when do you open"]), tts=tts)
+    task = asyncio.create_task(run_call(call))
+    await leg.until(lambda: bool(llm.told), within=10)
+    assert llm.told == [("warm_up", agent_brain.system_prompt())]
+    assert tts.spoken == ["Hi, this is Tony's Pizza."], "once the greeting is under way"
+    await leg.speak(np.concatenate((silence(0.3), _speech_8k("When do you open?"), silence(1.0))))
+    await leg.until(lambda: len(tts.spoken) >= 2 and leg.buffered_ms == 0, within=15)
+    assert llm.calls[0].settings.prompt_cache_key == "cnv_1", "turns are filed under the conversation"
+    leg.end("remote hangup")
+    await task
+    assert llm.told[-1] == ("release", "cnv_1")

@@ -107,6 +107,7 @@ class TurnRequest:
     messages: tuple[ChatMessage, ...]
     tools: tuple[ToolSpec, ...]
     settings: GenerationSettings
+    warm_only: bool = False  # compute and keep the frozen prefixes (chat and routing table), reply nothing
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,13 @@ class LlamaEngine:
                     emit(exc)
             finally:
                 self.stats.turns += 1
-                if llm is not None:
-                    self.save_state(llm)
+                if llm is not None:  # the conversation's state, for its next turn
+                    self.save_state(llm, owner=None if request.warm_only else request.settings.prompt_cache_key)
+
+    def forget(self, owner: str) -> int:
+        """Drop the states kept for one conversation (`prompt_cache_key`); on the worker, like all cache use."""
+        with self._lock:
+            return self._cache.drop_owner(owner)
 
     def tokenize(self, llm: Llama, text: str) -> Tokens:
         return as_tokens(llm.tokenize(text.encode(), add_bos=False, special=True))
@@ -226,13 +232,13 @@ class LlamaEngine:
         hit = self._cache.best(tokens)
         return hit is not None and hit[0] >= len(tokens)
 
-    def save_state(self, llm: Llama) -> None:
+    def save_state(self, llm: Llama, owner: str | None = None) -> None:
         if llm.n_tokens == 0:
             return
         size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
-        self._cache.put(as_tokens(llm.input_ids[: llm.n_tokens]), ctypes.string_at(buffer, written))
+        self._cache.put(as_tokens(llm.input_ids[: llm.n_tokens]), ctypes.string_at(buffer, written), owner)
 
     def prefill(self, llm: Llama, tokens: Tokens, cancel: threading.Event) -> int:
         """Make the model hold `tokens` evaluated, reusing what it or the cache has; returns tokens reused."""
@@ -282,6 +288,12 @@ class _Turn:
         tools = request.tools
         if len({tool.name for tool in tools}) != len(tools):
             raise LLMRequestError("tool names must be unique")
+        if request.warm_only:
+            self.remember(self.prompt_tokens()[0])
+            if tools:
+                self.remember(self.router_prefix())
+            self.emit(TurnEnd("stop"))
+            return
         if settings.tool_choice == "required" and not tools:
             raise LLMRequestError('tool_choice "required" needs at least one tool')
         choice = ct.NONE_ACTION
@@ -322,8 +334,7 @@ class _Turn:
         tools = self.request.tools
         label = ct.reply_label(tools)
         options = ct.decision_options(tools, allow_none, none_label=label)
-        prefix_text = ct.render_router_prefix(tools, self.engine.config.reply_examples)
-        prefix = self.engine.prefix_tokens(self.llm, prefix_text)
+        prefix = self.router_prefix()
         self.remember(prefix)
         tokens = _concat(prefix, self.engine.tokenize(self.llm, ct.router_query(utterance)))
         self.count_prompt(tokens)
@@ -334,6 +345,11 @@ class _Turn:
             if choice is not None:
                 return ct.NONE_ACTION if choice == label else choice
         raise LLMBadResponse(f"the model did not choose a tool (wrote {written!r})")
+
+    def router_prefix(self) -> Tokens:
+        """The routing table for this turn's tools: frozen per tool set."""
+        text = ct.render_router_prefix(self.request.tools, self.engine.config.reply_examples)
+        return self.engine.prefix_tokens(self.llm, text)
 
     def prompt_tokens(self) -> tuple[Tokens, Tokens]:
         """The frozen prefix, and prefix + as much recent conversation as fits + assistant header."""
@@ -553,10 +569,18 @@ class LocalLlamaProvider:
         return LlamaEngine.shared(self.config)
 
     async def warm_up(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> None:
-        """Load the model and compute the prefix of this system prompt and tools, without replying."""
-        settings = GenerationSettings(max_tokens=1, tool_choice="none")
-        async for _ in self.stream([m for m in messages if m.role == "system"][:1], tools, settings):
-            pass
+        """Load the model and compute the states of this system prompt with its tools, and of the tools'
+        routing table, so that a first turn only evaluates its own messages (`StatefulLLM`)."""
+        system = tuple(m for m in messages if m.role == "system")[:1]
+        request = TurnRequest(system, tuple(tools), GenerationSettings(max_tokens=1), warm_only=True)
+        async with contextlib.aclosing(self._run(request)) as events:
+            async for _ in events:
+                pass
+
+    async def release(self, prompt_cache_key: str) -> None:
+        """Forget the states kept for the conversation `prompt_cache_key` (`StatefulLLM`)."""
+        engine = self.engine
+        await asyncio.wrap_future(engine.executor.submit(engine.forget, prompt_cache_key))
 
     async def stream(
         self,
@@ -564,9 +588,14 @@ class LocalLlamaProvider:
         tools: Sequence[ToolSpec],
         settings: GenerationSettings = GenerationSettings(),
     ) -> AsyncGenerator[LLMEvent, None]:
+        # aclosing: closing this stream early closes the relay at once (cancelling the turn), not at GC time.
+        async with contextlib.aclosing(self._run(TurnRequest(tuple(messages), tuple(tools), settings))) as events:
+            async for event in events:
+                yield event
+
+    async def _run(self, request: TurnRequest) -> AsyncGenerator[LLMEvent, None]:
         started = self.clock()
         relay = _Relay(asyncio.get_running_loop(), self.queue_size)
-        request = TurnRequest(tuple(messages), tuple(tools), settings)
         job = self.engine.submit(request, relay.emit, relay.cancel)
         ttft: float | None = None
         yielded = False

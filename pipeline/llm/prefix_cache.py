@@ -7,6 +7,11 @@ prefix with the new prompt (when that beats what the model already holds) and ev
 So alternating conversations do not thrash: each finds its own last state, and a new conversation finds
 the shared prefix inside any of them.
 
+Each entry may have an owner (the conversation that made it): `drop_owner` forgets a finished
+conversation's states at once instead of leaving them to age out. Entries without an owner are the frozen
+prefixes every conversation shares; an entry only supersedes entries of its own owner, so a conversation's
+state never takes a shared prefix down with it.
+
 Sans-I/O: tokens and opaque state bytes in, (common length, entry) out. Bounded by entry count and
 bytes, least recently used evicted first. An entry whose tokens are a strict prefix of a new entry's is
 replaced by it: anything the old one would match, the new one matches at least as far.
@@ -40,6 +45,7 @@ def common_prefix(a: Tokens, b: Tokens) -> int:
 class SavedState:
     tokens: Tokens
     data: bytes
+    owner: str | None = None
 
 
 class PrefixStateCache:
@@ -68,17 +74,25 @@ class PrefixStateCache:
         self._entries.move_to_end(best_key)
         return best_len, self._entries[best_key]
 
-    def put(self, tokens: Tokens, data: bytes) -> None:
+    def put(self, tokens: Tokens, data: bytes, owner: str | None = None) -> None:
         if len(data) > self.max_bytes or len(tokens) == 0:
             return
         for key, entry in list(self._entries.items()):
-            if len(entry.tokens) <= len(tokens) and common_prefix(entry.tokens, tokens) == len(entry.tokens):
+            extended = len(entry.tokens) <= len(tokens) and common_prefix(entry.tokens, tokens) == len(entry.tokens)
+            if extended and (entry.owner == owner or key == tokens.tobytes()):
                 self._drop(key)  # superseded (or the same tokens again)
-        entry = SavedState(tokens.copy(), data)
+        entry = SavedState(tokens.copy(), data, owner)
         self._entries[tokens.tobytes()] = entry
         self._bytes += len(data)
         while self._entries and (self._bytes > self.max_bytes or len(self._entries) > self.max_entries):
             self._drop(next(iter(self._entries)))
+
+    def drop_owner(self, owner: str) -> int:
+        """Forget every entry `owner` made; returns how many."""
+        keys = [key for key, entry in self._entries.items() if entry.owner == owner]
+        for key in keys:
+            self._drop(key)
+        return len(keys)
 
     def _drop(self, key: bytes) -> None:
         self._bytes -= len(self._entries.pop(key).data)

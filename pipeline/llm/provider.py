@@ -15,7 +15,7 @@ Contract every implementation keeps:
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pipeline.llm.types import ChatMessage, GenerationSettings, LLMEvent, ToolSpec
 
@@ -27,3 +27,15 @@ class LLMProvider(Protocol):
         tools: Sequence[ToolSpec],
         settings: GenerationSettings,
     ) -> AsyncGenerator[LLMEvent, None]: ...
+
+
+@runtime_checkable
+class StatefulLLM(Protocol):
+    """A provider that keeps model state between calls (the local engine), and so can be told about it:
+    `warm_up` computes the state of a system prompt and tools before the first turn needs it (while a call's
+    greeting plays); `release` drops what was kept for one conversation (`prompt_cache_key`) once it is over.
+    """
+
+    async def warm_up(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> None: ...
+
+    async def release(self, prompt_cache_key: str) -> None: ...

@@ -63,6 +63,9 @@ class GenerationSettings:
     max_tokens: int = 256
     temperature: float = 0.0
     tool_choice: ToolChoice = "auto"
+    # Which conversation this turn continues (as OpenAI's `prompt_cache_key`): a provider that keeps model
+    # state between turns (the local engine's KV states) files it under this key until `release(key)`.
+    prompt_cache_key: str | None = None
 
 
 @dataclass(frozen=True)

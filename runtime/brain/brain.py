@@ -39,6 +39,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pipeline.llm.errors import LLMError, LLMUnavailable
+from pipeline.llm.provider import StatefulLLM
 from pipeline.llm.types import ChatMessage, GenerationSettings, TextDelta, ToolCall, ToolSpec
 from runtime import events as ev
 from runtime.agent_config import WEEKDAYS, CompiledAgent
@@ -204,6 +205,19 @@ class AgentBrain:
             )
         return self._prompts[key]
 
+    async def warm_up(self) -> None:
+        """Have a model that keeps state compute this agent's prompt and tools now (a call does it while its
+        greeting plays), so the first turn does not; a model that keeps none has nothing to do."""
+        llm = self.deps.llm
+        if isinstance(llm, StatefulLLM):
+            await llm.warm_up([ChatMessage("system", self.system_prompt())], self.tools.specs)
+
+    async def release(self) -> None:
+        """The conversation is over (the call hung up): a model that kept state for it may drop it."""
+        llm = self.deps.llm
+        if isinstance(llm, StatefulLLM):
+            await llm.release(self.conversation_id)
+
     async def respond(self, user_text: str) -> AsyncGenerator[ConversationEvent, None]:
         if self._ended:
             yield ev.error(ENDED, 0.0, code="conversation_ended")
@@ -240,7 +254,9 @@ class AgentBrain:
         effect: Effect | None = None
         for step in range(max(1, self.deps.max_steps)):
             last = step == max(1, self.deps.max_steps) - 1
-            settings = replace(self.deps.generation, tool_choice="none" if last else "auto")
+            settings = replace(
+                self.deps.generation, tool_choice="none" if last else "auto", prompt_cache_key=self.conversation_id
+            )
             calls: list[ToolCall] = []
             async with contextlib.aclosing(
                 self._stream(turn, [prompt, *self._prefix(turn)], settings, calls)

@@ -376,6 +376,10 @@ class VoiceCall(TurnListener):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(FIRST_AUDIO_WAIT_S + 5):
                         await asyncio.gather(*self._recording, return_exceptions=True)
+            try:  # the model's state for this conversation is of no more use
+                await self.brain.release()
+            except Exception:
+                log.exception("releasing the call's model state failed")
         if not self.result.turns and self.result.outcome == "completed":
             self.result.outcome = "abandoned"
         return self.result
@@ -388,8 +392,17 @@ class VoiceCall(TurnListener):
         if greeting:
             await self.say(greeting)
         async with asyncio.TaskGroup() as group:
+            # While the greeting plays (its audio has started, so the prefill no longer delays it), the model
+            # computes the agent's prompt: the caller's first turn then only evaluates its own words.
+            group.create_task(self._warm_up())
             group.create_task(self._idle())
             group.create_task(self._actions())
+
+    async def _warm_up(self) -> None:
+        try:
+            await self.brain.warm_up()
+        except Exception:  # a cold first turn is slower, not broken
+            log.exception("warming the model up for the call failed")
 
     async def _idle(self) -> None:
         reminders = 0
