@@ -50,6 +50,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/chat/sessions/{session_id}/end"): None,
     ("POST", "/api/v1/chat/completions"): {"model": "{agent_id}", "messages": [{"role": "user", "content": "hi"}]},
     ("POST", "/api/v1/agents/{agent_id}/simulate"): {"mode": "text", "transcript": ["hello"]},
+    ("POST", "/api/v1/agents/{agent_id}/talk-token"): {"draftMode": True},
 }
 
 # Operations without an API key, like /healthz and the OpenAPI document (which are not API routes): the

@@ -451,3 +451,17 @@ chat_sessions = sa.Table(
     sa.Column("ended_at", sa.DateTime(), nullable=True),
     sa.Index("ix_chat_sessions_org_created", "org_id", "created_at", "id"),
 )
+
+talk_tokens = sa.Table(
+    "talk_tokens",
+    metadata,
+    # The room the token opens: one in-browser voice session (control_api/talk/tokens.py).
+    sa.Column("room", sa.String(40), primary_key=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("agent_id", sa.String(40), sa.ForeignKey("agents.id"), nullable=False),
+    sa.Column("draft", sa.Boolean(), nullable=False),  # the draft compiled at connect time, never billed
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # sha256 of the secret token
+    sa.Column("expires_at", sa.DateTime(), nullable=False),
+    sa.Column("redeemed_at", sa.DateTime(), nullable=True),  # single use: set by the one connect it allows
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+)

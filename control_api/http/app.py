@@ -29,6 +29,7 @@ from control_api.routes import (
     recordings,
     simulate,
     skills,
+    talk,
     uploads,
     versions,
 )
@@ -76,7 +77,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     modules = (
         agents, skills, guardrails, versions, audit, numbers, billing, knowledge, uploads,
-        chat, completions, simulate, conversations, recordings,
+        chat, completions, simulate, conversations, recordings, talk,
     )
     for module in modules:
         app.include_router(module.router)
