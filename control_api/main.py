@@ -51,6 +51,8 @@ from telephony.edge import SipEdge
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from control_api.calls.voice import SpeechModels
+
 T = TypeVar("T")
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -185,7 +187,8 @@ async def run_server(settings: Settings, shutdown: Shutdown | None = None) -> No
             api = _UvicornServer(uvicorn_config(create_app(services), settings))
             sock = listen(settings.host, settings.http_port)
             try:
-                edge = await start_sip_edge(services)
+                models = await start_voice(services)
+                edge = await start_sip_edge(services, models)
             except BaseException:
                 sock.close()
                 raise
@@ -201,27 +204,47 @@ async def run_server(settings: Settings, shutdown: Shutdown | None = None) -> No
                 assert services.knowledge is not None
                 group.create_task(services.knowledge.run(shutdown.requested))
         finally:
+            if services.talk is not None:
+                await services.talk.close()
             await engine.dispose()
 
 
-async def start_sip_edge(services: Services) -> SipEdge | None:
-    """Bind the SIP port (UDP and TCP) unless it is off; OSError when it is taken."""
+async def start_voice(services: Services) -> SpeechModels | None:
+    """The voice stack, unless calls are answered by the echo test: the speech models (loaded now when phone
+    calls come in, else on the first browser session) and the in-browser voice sessions (`services.talk`)."""
+    settings = services.settings
+    if settings.call_mode != "agent":
+        return None
+    # Imported here: the voice stack (pipecat, aiortc, the speech models) loads only when it is used.
+    from loguru import logger as pipecat_logger
+
+    from control_api.calls.voice import SpeechModels
+    from control_api.talk.rooms import TalkRooms, speech_voice
+    from telephony import webrtc
+
+    pipecat_logger.remove()  # pipecat logs every frame at DEBUG through loguru; keep its warnings only
+    pipecat_logger.add(sys.stderr, level=os.environ.get("FLOWYTE_PIPECAT_LOG_LEVEL", "WARNING"))
+    models = SpeechModels(settings.resolved().data_dir)
+    if settings.sip_port is not None:
+        await models.preload()  # the first caller should not wait for the models to load
+    webrtc.use_host_addresses(settings.webrtc_host_addresses)
+    config = webrtc.WebRtcConfig(settings.webrtc_ice_servers, settings.webrtc_host_addresses)
+    services.talk = TalkRooms(services, speech_voice(models), config)
+    return models
+
+
+async def start_sip_edge(services: Services, models: SpeechModels | None) -> SipEdge | None:
+    """Bind the SIP port (UDP and TCP) unless it is off; OSError when it is taken. Calls are answered by the
+    voice agent with `models`, or by the echo test mode without them."""
     settings = services.settings
     if settings.sip_port is None:
         return None
     config = edge_config(settings)
     assert services.meter is not None
     handler: CallHandler = echo_handler
-    if settings.call_mode == "agent":
-        # Imported here: the voice stack (pipecat, the speech models) loads only when calls are answered by it.
-        from loguru import logger as pipecat_logger
+    if models is not None:
+        from control_api.calls.voice import VoiceAgent
 
-        from control_api.calls.voice import SpeechModels, VoiceAgent
-
-        pipecat_logger.remove()  # pipecat logs every frame at DEBUG through loguru; keep its warnings only
-        pipecat_logger.add(sys.stderr, level=os.environ.get("FLOWYTE_PIPECAT_LOG_LEVEL", "WARNING"))
-        models = SpeechModels(settings.resolved().data_dir)
-        await models.preload()  # the first caller should not wait for the models to load
         handler = VoiceAgent(services, models)
     admission = CallAdmission(
         DatabaseNumberRouter(services.engine),

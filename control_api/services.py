@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +16,9 @@ from control_api.numbers.carrier import Carrier, SandboxCarrier
 from control_api.ratelimit import RateLimiter
 from control_api.settings import Settings
 from pipeline.llm.provider import LLMProvider
+
+if TYPE_CHECKING:  # the voice stack loads only where sessions are served
+    from control_api.talk.rooms import TalkRooms
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Services:
     # The LLM chats are answered with (control_api.llm.process_llm: the local model unless
     # FLOWYTE_LLM_BASE_URL names an OpenAI-compatible endpoint); tests pass a ScriptedLLM.
     llm: LLMProvider | None = None
+    # The in-browser voice sessions (control_api.talk.rooms); None where this server runs no voice stack.
+    talk: TalkRooms | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limiter is None:

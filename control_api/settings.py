@@ -73,6 +73,10 @@ class Settings:
     # Transfers to a phone number go to sip:<number>@<this host[:port]>; default the caller's own domain
     sip_transfer_domain: str | None = None
     call_mode: str = "agent"  # "agent": the voice agent answers; "echo": the echo test mode (telephony/echo.py)
+    # In-browser voice sessions (WebRTC): STUN/TURN URLs ("turn:user:secret@host:3478"), and the addresses ICE
+    # gathers host candidates on (default: every address but loopback; "127.0.0.1" for a machine-local test).
+    webrtc_ice_servers: tuple[str, ...] = ()
+    webrtc_host_addresses: tuple[str, ...] | None = None
 
     def resolved(self) -> Settings:
         url = self.database_url or sqlite_url(self.data_dir)
@@ -97,5 +101,13 @@ class Settings:
             max_calls=int(env.get("FLOWYTE_MAX_CALLS", "200")),
             sip_transfer_domain=env.get("FLOWYTE_SIP_TRANSFER_DOMAIN") or None,
             call_mode=parse_call_mode(env.get("FLOWYTE_CALL_MODE", "agent")),
+            webrtc_ice_servers=_listed(env.get("FLOWYTE_WEBRTC_ICE_SERVERS", "")) or (),
+            webrtc_host_addresses=_listed(env.get("FLOWYTE_WEBRTC_HOST_ADDRESSES", "")),
         )
         return settings
+
+
+def _listed(value: str) -> tuple[str, ...] | None:
+    """A comma-separated setting as a tuple; None when empty."""
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    return items or None

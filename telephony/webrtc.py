@@ -56,6 +56,7 @@ FRAME_MS = 20
 FRAME = SAMPLE_RATE * FRAME_MS // 1000
 MAX_BUFFER_FRAMES = 3000  # 60 s of agent audio queued at most; the oldest goes first
 MAX_INBOUND_FRAMES = 250  # 5 s of caller audio waiting for the pipeline at most
+MAX_HELD_EVENTS = 100  # events for the browser before its data channel is open
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class WebRtcLeg:
         self._reason = ""
         self._reader: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()  # ICE and DTLS are up: media flows
+        self._held: deque[str] = deque(maxlen=MAX_HELD_EVENTS)  # events waiting for the data channel
 
     # --- AudioLeg ------------------------------------------------------------------------------------
     async def audio(self) -> AsyncIterator[NDArray[np.int16]]:
@@ -204,9 +206,15 @@ class WebRtcLeg:
 
     # --- events to the browser -----------------------------------------------------------------------
     def send_event(self, event: dict[str, Any]) -> None:
-        """One JSON message on the data channel, if the browser opened one and it is up."""
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(json.dumps(event, separators=(",", ":")))
+        """One JSON message on the data channel; held (the last MAX_HELD_EVENTS) until the channel is open."""
+        self._held.append(json.dumps(event, separators=(",", ":")))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.channel is None or self.channel.readyState != "open":
+            return
+        while self._held:
+            self.channel.send(self._held.popleft())
 
     # --- wiring ---------------------------------------------------------------------------------------
     def end(self, reason: str) -> None:
@@ -245,6 +253,8 @@ class WebRtcLeg:
 
     def _on_channel(self, channel: RTCDataChannel) -> None:
         self.channel = channel
+        channel.on("open", self._flush)
+        self._flush()
 
         @channel.on("message")
         def _message(message: object) -> None:

@@ -57,6 +57,7 @@ BODIES: dict[tuple[str, str], Any] = {
 # credential is in the request itself. tests/test_recording.py checks the signature, expiry and org scoping.
 PUBLIC = {
     ("GET", "/api/v1/recordings/{token}"),  # the signed recording URL from GET /conversations/{id}/audio
+    ("POST", "/api/v1/talk/{room}"),  # the talk token is the credential (tests/test_talk_sessions.py)
 }
 
 # Operations that act on no resource of the caller's: another organization's key simply gets its own.

@@ -3,24 +3,28 @@
 The hosted product mints talk tokens only for its dashboard session; here any key with `agents:write` may,
 so a self-hosted dashboard (or the bundled tester page at `/talk`) can be built on the API. The answer is
 `{url, token, room, expiresAt}`: the browser sends its WebRTC offer to `url` with the token, within
-5 minutes, once (control_api/talk/tokens.py). `draftMode: true` runs the draft compiled when the browser
+5 minutes, once (control_api/talk/tokens.py): `POST /talk/{room}` with `Authorization: Bearer <token>` and
+`{"type": "offer", "sdp": ...}`, answered with `{"type": "answer", "sdp", "conversationId"}`; then the
+session runs (control_api/talk/rooms.py). `draftMode: true` runs the draft compiled when the browser
 connects and is never billed; `draftMode: false` (the default) runs the latest published version, and is
 409 no_published_version for an agent never published.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import Field
 
 from control_api.chat import sessions as sessions_repo
 from control_api.clock import iso
+from control_api.errors import ApiError
 from control_api.http.envelope import ok
-from control_api.http.routing import API_PREFIX, ApiRoute, principal_of, scope, services_of
+from control_api.http.routing import API_PREFIX, ApiRoute, principal_of, public, scope, services_of
 from control_api.schemas.common import ApiModel
 from control_api.talk import tokens
+from control_api.talk.tokens import InvalidTalkToken
 
 router = APIRouter(prefix=API_PREFIX, route_class=ApiRoute, tags=["Test"])
 
@@ -57,3 +61,34 @@ async def create_talk_token(agent_id: str, request: Request, body: TalkTokenRequ
         {"url": talk_url(request, minted.room), "token": minted.token, "room": minted.room,
          "expiresAt": iso(minted.expires_at)}
     )  # fmt: skip
+
+
+class Offer(ApiModel):
+    type: Literal["offer"] = Field(description='Always "offer".')
+    sdp: str = Field(min_length=1, max_length=100_000, description="The browser's SDP offer (audio, data channel).")
+
+
+class NoVoice(ApiError):
+    status = 503
+    code = "voice_unavailable"
+    title = "Service unavailable"
+
+
+@router.post(
+    "/talk/{room}",
+    openapi_extra=public(),
+    summary="Join an in-browser voice session (WebRTC offer)",
+    description="Redeems a talk token (single use, 5 minutes; `Authorization: Bearer <token>`) for its room and "
+    "answers the browser's WebRTC offer. No API key: the talk token is the credential. 401 for a token that is "
+    "unknown or for another room, 409 once used, 410 once expired; 402 when a published session cannot be "
+    "paid for; 503 when this server runs no voice stack.",
+)
+async def join_talk_room(body: Offer, request: Request, room: str = Path(max_length=40)) -> dict[str, Any]:
+    services = services_of(request)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.startswith(tokens.TOKEN_PREFIX):
+        raise InvalidTalkToken("send the talk token as `Authorization: Bearer tt_...`")
+    if services.talk is None:
+        raise NoVoice("this server runs no voice stack; start it with the voice agent to talk in a browser")
+    connected = await services.talk.connect(room, token.strip(), body.sdp)
+    return ok({"type": "answer", "sdp": connected.answer_sdp, "conversationId": connected.conversation_id})
