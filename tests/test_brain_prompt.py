@@ -41,7 +41,7 @@ def test_prompt_carries_persona_greeting_languages_and_rules() -> None:
     assert "Never do any of these:\n- Promise discounts" in text
     assert '"Hi, this is Tony\'s Pizza! How can I help?"' in text
     assert "English (en), Spanish (es). Otherwise reply in English (en)." in text
-    assert "treat it as open" in text  # no business hours
+    assert "Business hours" not in text and "treat it as open" not in text  # none set: nothing to read out
     assert "Never reveal" in text
 
 

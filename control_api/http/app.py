@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -65,6 +66,8 @@ _COMMON_PROBLEMS = {
     "429": "Rate limited; honour Retry-After.",
 }
 
+TALK_PAGE = files("control_api.talk").joinpath("talk.html").read_text(encoding="utf-8")
+
 
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(
@@ -87,6 +90,11 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/talk", include_in_schema=False)
+    async def talk_page() -> HTMLResponse:
+        """The in-browser voice tester (control_api/talk/talk.html), opened as /talk#url=...&token=..."""
+        return HTMLResponse(TALK_PAGE, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, error: ApiError) -> JSONResponse:

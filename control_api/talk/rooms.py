@@ -9,8 +9,9 @@ Each session is a conversation on channel `voice` (marked `draft` in draft mode)
 a phone call's (control_api/calls/voice.py `TurnWriter`). Published sessions bill their connected seconds
 as voice through the metering API; draft sessions are never billed. While it runs, the browser is told what
 happens over its data channel, one JSON message each: `{"type": "ready", "conversationId"}` once media
-flows, every receipt event of a turn as `{"type": <event type>, "data": {...}}` (user_utterance,
-kb_retrieval, tool_call, agent_message, ...), and `{"type": "ended", "outcome"}` at the end.
+flows, `{"type": "greeting", "data": {"text"}}`, every stored receipt event of a turn as
+`{"type": <event type>, "data": {...}}` (user_utterance, kb_retrieval, tool_call, agent_message, ...), and
+`{"type": "ended", "outcome"}` at the end.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class _BrowserRelay:
 
     async def turn_finished(self, turn: TurnRecord) -> None:
         for event in turn.events:
-            self.leg.send_event({"type": event.type, "data": event.data})
+            if event.stored:  # the receipt's events; the streamed deltas are in the agent_message
+                self.leg.send_event({"type": event.type, "data": event.data})
         await self.writer.turn_finished(turn)
 
     async def call_event(self, turn: TurnRecord | None, event: ConversationEvent) -> None:
@@ -154,6 +156,8 @@ class TalkRooms:
                 await leg.connected.wait()
             started = loop.time()
             leg.send_event({"type": "ready", "conversationId": conversation_id})
+            if agent.greeting:  # spoken by the call itself, not a turn: the page shows it from here
+                leg.send_event({"type": "greeting", "data": {"text": agent.greeting}})
             brain = AgentBrain(agent, brain_deps(services), channel="voice", conversation_id=conversation_id,
                                org_id=grant.org_id)  # fmt: skip
             writer = TurnWriter(services, grant.org_id, conversation_id, brain)

@@ -75,7 +75,9 @@ def hours_in_words(hours: BusinessHours) -> str:
 
 def _hours(agent: CompiledAgent, open_now: bool, weekday: str | None) -> list[str]:
     if agent.business_hours is None:
-        return ["The business has no set hours: treat it as open."]
+        # Nothing said: a line such as "no set hours, treat it as open" was read out by the small local model
+        # as the answer to "What time do you open?", over the knowledge passage that had the hours.
+        return []
     state = "OPEN" if open_now else "CLOSED"
     day = f"It is {weekday.capitalize()} and the" if weekday in WEEKDAYS else "The"
     lines = [hours_in_words(agent.business_hours), f"{day} business is {state} right now."]
