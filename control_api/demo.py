@@ -3,7 +3,8 @@
 It creates (once; a rerun on the same data dir reuses everything) an organization `demo` with an API key,
 a pizzeria agent with a greeting, knowledge (hours, menu, delivery) and a transfer skill, publishes it,
 tops up the wallet, imports +14155550100 and assigns it, and then runs `flowyte serve`. Before the server
-starts it prints how to call the agent with a SIP softphone and how to chat with it with curl.
+starts it prints how to call the agent with a SIP softphone, how to chat with it with curl, and how to talk to
+it in a browser.
 
 Everything goes through the public API (an in-process client), so the demo exercises the same validation
 an operator's calls would. The key's secret is kept in `<data dir>/demo.json` (mode 0600) so a rerun can
@@ -126,6 +127,10 @@ def instructions(settings: Settings, state: DemoState) -> str:
             f"  curl -s {api}/chat/completions -H \"Authorization: Bearer $FLOWYTE_API_KEY\" \\",
             f"    -H 'Content-Type: application/json' -d '{{\"model\": \"{state.agent_id}\", "
             f"\"messages\": [{{\"role\": \"user\", \"content\": \"When are you open on Saturday?\"}}]}}'",
+            "",
+            "Talk to it in a browser on this machine (a talk link lasts 5 minutes and opens one session):",
+            f"  curl -s -X POST {api}/agents/{state.agent_id}/talk-token -H \"Authorization: Bearer $FLOWYTE_API_KEY\"",
+            f"  then open  http://{settings.host}:{settings.http_port}/talk#url=<url>&token=<token>",
             "",
         ]
     )
