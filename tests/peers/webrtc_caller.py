@@ -30,12 +30,14 @@ class SpeechTrack(MediaStreamTrack):
         self.pcm = pcm
         self.n = 0
         self.start: float | None = None
+        self.started_at: float | None = None  # perf_counter when the first frame went out (frame n: + n * 20 ms)
         self.finished_at: float | None = None  # perf_counter when the last frame of speech went out
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        self.start = self.start or time.monotonic()
+        if self.start is None:
+            self.start, self.started_at = time.monotonic(), time.perf_counter()
         await asyncio.sleep(max(0.0, self.start + self.n * 0.02 - time.monotonic()))
         chunk = self.pcm[self.n * FRAME : (self.n + 1) * FRAME]
         if len(chunk) < FRAME:
