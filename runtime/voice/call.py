@@ -68,6 +68,7 @@ from runtime.voice.brain_processor import BrainProcessor, TurnListener, TurnReco
 from runtime.voice.early_vad import EarlySpeechSileroVAD
 from runtime.voice.keypad import KeypadCollector, as_user_text
 from runtime.voice.turn_start import DEFAULT_MIN_BARGE_IN_S, BackchannelAwareTurnStart, BackchannelFilter
+from telephony.call import TransferOutcome
 from telephony.codecs.resample import StreamingResampler
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class CallActions(Protocol):
     """What the call asks of the leg beyond audio (SipCallLeg implements it)."""
 
     async def hangup(self) -> None: ...
-    async def transfer(self, target: str, within: float = 30.0) -> Any: ...
+    async def transfer(self, target: str, within: float = 30.0) -> TransferOutcome: ...
 
 
 @dataclass
@@ -462,12 +463,11 @@ class VoiceCall(TurnListener):
     async def _transfer(self, target: str, turn: TurnRecord | None) -> bool:
         """REFER the caller to `target`; the outcome (the NOTIFY's status) is recorded as a `transfer` event."""
         outcome = await self.actions.transfer(target, within=self.settings.transfer_timeout_s)
-        ok = bool(getattr(outcome, "ok", False))
+        ok = outcome.ok
         if not ok:
             log.info("transfer to %s failed: %s", target, outcome)
         t_ms = (time.monotonic() - turn.started) * 1000 if turn is not None else 0.0
-        event = transfer_event(target, ok=ok, sip_status=int(getattr(outcome, "status", 0)),
-                         reason=str(getattr(outcome, "reason", "")), t_ms=t_ms)  # fmt: skip
+        event = transfer_event(target, ok=ok, sip_status=outcome.status, reason=outcome.reason, t_ms=t_ms)
         self.result.transfers.append(event)
         if self.listener is not None:
             await asyncio.gather(*self._recording, return_exceptions=True)  # the turn that asked is recorded first
