@@ -30,6 +30,7 @@ from pipeline.speech.stt import WhisperSTT
 from pipeline.speech.tts import PiperTTS
 from pipeline.speech.turn import TurnDetector
 from pipeline.voice.services import PiperTTSService, WhisperSTTService
+from runtime.agent_config import CompiledAgent
 from runtime.brain import AgentBrain
 from runtime.events import ConversationEvent
 from runtime.voice.brain_processor import TurnRecord
@@ -133,6 +134,20 @@ class TurnWriter:
         return replace(event, data={**event.data, "source": "voice", "timings": timings})
 
 
+def call_settings(base: VoiceSettings, agent: CompiledAgent, *, can_transfer: bool) -> VoiceSettings:
+    """`base` with the agent's call control: maximum length, idle reminders, and what no response leads to
+    (a transfer only where the call can be transferred: a phone call, not a browser session)."""
+    control = agent.call_control
+    transfer = can_transfer and control.on_no_response_action == "transfer"
+    return replace(
+        base,
+        max_call_s=float(control.max_call_seconds or base.max_call_s),
+        idle_s=float(control.idle_reminder_seconds or base.idle_s),
+        max_reminders=control.idle_reminder_count,
+        no_response_transfer_to=agent.handoff.transfer_destination if transfer else None,
+    )
+
+
 class VoiceAgent:
     """The `CallHandler` that answers admitted calls with the voice pipeline."""
 
@@ -150,16 +165,7 @@ class VoiceAgent:
         language = agent.primary_language
         writer.stt = WhisperSTTService(self.models.stt(language), language=language)
         writer.tts = PiperTTSService(self.models.tts())
-        control = agent.call_control
-        settings = replace(
-            self.settings,
-            max_call_s=float(control.max_call_seconds or self.settings.max_call_s),
-            idle_s=float(control.idle_reminder_seconds or self.settings.idle_s),
-            max_reminders=control.idle_reminder_count,
-            no_response_transfer_to=agent.handoff.transfer_destination
-            if control.on_no_response_action == "transfer"
-            else None,
-        )
+        settings = call_settings(self.settings, agent, can_transfer=True)
         started = time.monotonic()
         result = await VoiceCall(
             leg, leg, brain, stt=writer.stt, tts=writer.tts, listener=writer, settings=settings,

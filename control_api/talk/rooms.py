@@ -20,11 +20,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pipecat.processors.frame_processor import FrameProcessor
 
-from control_api.calls.voice import SpeechModels, TurnWriter
+from control_api.calls.voice import SpeechModels, TurnWriter, call_settings
 from control_api.chat import sessions as sessions_repo
 from control_api.chat.turns import brain_deps
 from control_api.conversations import repository as conversations
@@ -166,13 +166,7 @@ class TalkRooms:
                 writer.stt = voice.stt
             if isinstance(voice.tts, PiperTTSService):
                 writer.tts = voice.tts
-            control = agent.call_control
-            settings = replace(
-                self.settings,
-                max_call_s=float(control.max_call_seconds or self.settings.max_call_s),
-                idle_s=float(control.idle_reminder_seconds or self.settings.idle_s),
-                max_reminders=control.idle_reminder_count,
-            )
+            settings = call_settings(self.settings, agent, can_transfer=False)
             call = VoiceCall(
                 leg, leg, brain, stt=voice.stt, tts=voice.tts, listener=_BrowserRelay(writer, leg),
                 settings=settings, turn_detector=voice.turn_detector,
