@@ -382,6 +382,18 @@ async def test_smart_turn_ends_a_finished_question_as_soon_as_its_transcript_is_
     assert waited < call.settings.turn_timeout_s, waited
 
 
+async def test_a_question_ends_its_turn_even_when_smart_turn_hears_it_unfinished() -> None:
+    """Smart Turn scores espeak-ng's "What is your phone number?" 0.10; the transcript's question mark ends the
+    turn without the 1.2 s ceiling (a threshold the model never reaches stands in for the misjudgment)."""
+    question = _speech_8k("What is your phone number?")
+    never_finished = TurnDetector(threshold=1.01)
+    result, call = await smart_turn_call(never_finished, [question], ["What is your phone number?"], 0.0)
+    (turn,) = result.turns
+    assert turn.speech_end_at is not None
+    waited = turn.started - turn.speech_end_at
+    assert waited < call.settings.turn_timeout_s, waited
+
+
 async def test_smart_turn_keeps_an_unfinished_turn_open_across_a_pause() -> None:
     """Told "not finished" (a threshold the model never reaches), the turn waits for more speech across a
     0.8 s pause that a fixed 0.35 s timeout would have cut, then ends at the silence ceiling."""

@@ -4,15 +4,16 @@ The pipeline (pipecat; turn_start.py says how a caller takes the floor, backchan
 
     leg in (16 kHz) -> STT -> user turns (Silero VAD + Smart Turn) -> brain -> TTS -> leg out
 
-STT is segmented: it transcribes each stretch of speech as soon as the VAD reports the pause, while Smart
-Turn decides whether the caller has finished, so transcription overlaps endpointing. A turn the model calls
-finished ends as soon as its transcript is in; an unfinished one waits for more speech, up to
-`max_silence_s` of silence. (Without the model, as with fakes, a fixed `turn_timeout_s` of silence.) The
-brain's reply streams into TTS clause by clause. The greeting is spoken first. A barge-in (pipecat's
-`InterruptionFrame`) clears the leg's buffer and cancels the brain's turn; the brain's history then keeps
-only what the caller heard (the transport's playback position, `replace_last_reply`). Keypad entries
-become user turns. When a turn ends with a transfer or an end request, the announcement plays out
-first, then the call is transferred (REFER) or hung up; a failed transfer is said and the call goes on.
+STT is segmented: it transcribes each stretch of speech as soon as the VAD reports the pause, while Smart Turn
+decides whether the caller has finished, so transcription overlaps endpointing. A turn the model calls
+finished ends as soon as its transcript is in, and so does one whose transcript asks a question; an unfinished
+one waits for more speech, up to `max_silence_s` of silence. (Without the model, as with fakes, a fixed
+`turn_timeout_s` of silence.) The brain's reply streams into TTS clause by clause. The greeting is spoken
+first. A barge-in (pipecat's `InterruptionFrame`) clears the leg's buffer and cancels the brain's turn; the
+brain's history then keeps only what the caller heard (the transport's playback position,
+`replace_last_reply`). Keypad entries become user turns. When a turn ends with a transfer or an end request,
+the announcement plays out first, then the call is transferred (REFER) or hung up; a failed transfer is said
+and the call goes on.
 
 Call control: an idle reminder ("Are you still there?") after `idle_s` of silence from the caller, up
 to `max_reminders`, then the call ends; a maximum call length. Everything the call does is reported to
@@ -48,11 +49,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair, LLMUserAggregatorParams
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy
-from pipecat.turns.user_stop import (
-    BaseUserTurnStopStrategy,
-    SpeechTimeoutUserTurnStopStrategy,
-    TurnAnalyzerUserTurnStopStrategy,
-)
+from pipecat.turns.user_stop import BaseUserTurnStopStrategy, SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
@@ -60,7 +57,7 @@ from pipeline.speech.turn import TurnDetector
 from pipeline.voice.leg import AudioLeg
 from pipeline.voice.playback import Heard
 from pipeline.voice.transport import LegTransport
-from pipeline.voice.turn_analyzer import SharedSmartTurn
+from pipeline.voice.turn_analyzer import SharedSmartTurn, TranscriptAwareTurnStop
 from runtime.brain import AgentBrain
 from runtime.events import ConversationEvent
 from runtime.events import transfer as transfer_event
@@ -268,7 +265,7 @@ class VoiceCall(TurnListener):
         if detector is None:
             return SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=self.settings.turn_timeout_s)
         analyzer = SharedSmartTurn(detector, max_silence_s=self.settings.max_silence_s)
-        return TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
+        return TranscriptAwareTurnStop(turn_analyzer=analyzer)
 
     # --- frames the call watches ---------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:
