@@ -109,6 +109,18 @@ async def call_through(edge: SipEdge, uac: Sipp, within: float) -> SippResult:
     return result
 
 
+async def caller_says(
+    edge: SipEdge, e164: str, sipp: Callable[..., Sipp], pcap: Path, pcm: NDArray[np.int16], *, listen_s: float
+) -> SippResult:
+    """SIPp calls `e164`, plays `pcm` (8 kHz) as RTP, stays `listen_s` longer, hangs up: `call_through`."""
+    duration = write_rtp_pcap(pcap, pcm)
+    uac = sipp(
+        "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123", keys={"pcap": pcap},
+        variables={"audio_ms": int((duration + listen_s) * 1000)}, timeout=int(duration + listen_s) + 30,
+    )  # fmt: skip
+    return await call_through(edge, uac, duration + listen_s + 40)
+
+
 async def voice_conversation(services: Services, org_id: str) -> Any:
     async with services.engine.connect() as conn:
         query = sa.select(conversations).where(conversations.c.org_id == org_id, conversations.c.channel == "voice")
@@ -293,13 +305,8 @@ async def test_sipp_asks_what_only_the_knowledge_answers_and_the_local_model_say
     await indexed(tenant, knowledge, agent["id"], kind="text", label="Our bakers", text=BAKER_FACT)
     assert (await tenant.post(f"/agents/{agent['id']}/publish")).status_code == 201
     edge, e164 = await agent_edge(services, tenant, models, data_dir=tmp_path, agent=agent)
-    pcap = tmp_path / "question.pcap"
-    duration = write_rtp_pcap(pcap, pad(speech_pcm("Hello, who makes your bread?"), 3.0, 0.2))
-    uac = sipp(
-        "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
-        keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 25_000}, timeout=60,
-    )  # fmt: skip
-    await call_through(edge, uac, 70)
+    question = pad(speech_pcm("Hello, who makes your bread?"), 3.0, 0.2)
+    await caller_says(edge, e164, sipp, tmp_path / "question.pcap", question, listen_s=25)
     events = await voice_events(services, tenant.org_id)
     heard = next(e.data["text"] for e in events if e.type == "user_utterance")
     answer = next(e.data["text"] for e in events if e.type == "agent_message")
@@ -336,13 +343,7 @@ async def caller_over_the_reply(
     question = pad(speech_pcm("What pizzas do you have?"), 3.0, 0.0)
     words = speech_pcm(interjection)
     speech = np.concatenate((question, np.zeros(round(at_s * 8000) - len(question), np.int16), words))
-    pcap = tmp_path / "caller.pcap"
-    duration = write_rtp_pcap(pcap, pad(speech, 0.0, 0.2))
-    uac = sipp(
-        "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
-        keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 16_000}, timeout=60,
-    )  # fmt: skip
-    await call_through(edge, uac, 70)
+    await caller_says(edge, e164, sipp, tmp_path / "caller.pcap", pad(speech, 0.0, 0.2), listen_s=16)
     caller, agent_side = await recording(services, tenant, tmp_path)
     heard = loud_frames(caller)
     onset = next(i for i in range(round((at_s - 0.5) * 50), len(heard)) if heard[i]) / 50
@@ -450,16 +451,10 @@ async def test_a_spanish_agent_hears_spanish_with_the_multilingual_model(
     edge, e164 = await agent_edge(
         services, tenant, models, primaryLanguage="es", languages=["es"], greeting="Hola, gracias por llamar."
     )
-    pcap = tmp_path / "pregunta.pcap"
     # A request Whisper base reads back from espeak-ng's Spanish over a phone line ("¿A qué hora abren el
     # sábado?" comes back as "que no hame ni nada").
     question = speech_pcm("Quiero hablar con una persona, por favor.", voice="es")
-    duration = write_rtp_pcap(pcap, pad(question, 3.0, 0.2))
-    uac = sipp(
-        "uac_speech", remote=(HOST, edge.port), service=e164, caller="+14155550123",
-        keys={"pcap": pcap}, variables={"audio_ms": int(duration * 1000) + 8_000}, timeout=40,
-    )  # fmt: skip
-    await call_through(edge, uac, 50)
+    await caller_says(edge, e164, sipp, tmp_path / "pregunta.pcap", pad(question, 3.0, 0.2), listen_s=8)
     assert models.stt("es").name == "base"
     assert llm.calls, "the question became a turn"
     heard = llm.calls[0].messages[-1].content.lower()

@@ -13,7 +13,7 @@ import io
 import re
 import time
 import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from pipeline.speech.stt import WhisperSTT
@@ -50,6 +50,7 @@ from pipeline.voice.services import (
     spoken_words,
 )
 from tests.peers.speech import pad, speech_pcm
+from tests.test_voice_transport import Collector
 
 RATE = 16000
 FRAME = 320  # 20 ms at 16 kHz
@@ -76,31 +77,6 @@ def whisper(tmp_path_factory: pytest.TempPathFactory) -> WhisperSTT:
 @pytest.fixture(scope="module")
 def piper() -> PiperTTS:
     return PiperTTS()
-
-
-class Collector(FrameProcessor):
-    """Records the frames that reach the end of the pipeline, with when they arrived."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.frames: list[Frame] = []
-        self.arrived: list[float] = []
-        self.changed = asyncio.Condition()
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        self.frames.append(frame)
-        self.arrived.append(time.perf_counter())
-        async with self.changed:
-            self.changed.notify_all()
-        await self.push_frame(frame, direction)
-
-    def of(self, kind: type[Frame]) -> list[Any]:
-        return [f for f in self.frames if isinstance(f, kind)]
-
-    async def until(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
-        async with asyncio.timeout(within), self.changed:
-            await self.changed.wait_for(predicate)
 
 
 class Run:

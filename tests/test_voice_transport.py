@@ -167,16 +167,18 @@ def _is_audio_leg(leg: AudioLeg) -> AudioLeg:  # the fake satisfies the Protocol
 
 
 class Collector(FrameProcessor):
-    """Records the frames that pass (either direction) and lets tests wait on them."""
+    """Records the frames that pass (either direction), with when each arrived, and lets tests wait on them."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.frames: list[Frame] = []
+        self.arrived: list[float] = []  # perf_counter, one per frame
         self.changed = asyncio.Condition()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         self.frames.append(frame)
+        self.arrived.append(time.perf_counter())
         async with self.changed:
             self.changed.notify_all()
         await self.push_frame(frame, direction)
