@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.speech.loaded import Loaded
 from pipeline.speech.model_assets import WhisperName, whisper_model_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before faster_whisper imports huggingface_hub
@@ -79,17 +80,7 @@ class _LoadedModel:
             return self._model
 
 
-_models: dict[tuple[WhisperName, Path], _LoadedModel] = {}
-_models_lock = threading.Lock()
-
-
-def _shared_model(name: WhisperName, data_dir: Path, cpu_threads: int) -> _LoadedModel:
-    key = (name, Path(data_dir).resolve())
-    with _models_lock:
-        loaded = _models.get(key)
-        if loaded is None:
-            loaded = _models[key] = _LoadedModel(name, Path(data_dir), cpu_threads)
-        return loaded
+_models: Loaded[_LoadedModel] = Loaded(_LoadedModel)
 
 
 def _as_float32(pcm16k: NDArray[np.int16] | NDArray[np.float32]) -> NDArray[np.float32]:
@@ -117,7 +108,8 @@ class WhisperSTT:
         self.name = name
         self.initial_prompt = initial_prompt  # domain words/spelling examples decoded as preceding context
         self.hotwords = hotwords  # boosted words (faster-whisper prefixes them when there is no prompt)
-        self._model = _shared_model(name, data_dir, cpu_threads or default_cpu_threads())
+        threads = cpu_threads or default_cpu_threads()
+        self._model = _models.get((name, Path(data_dir).resolve()), name, Path(data_dir), threads)
         if eager:
             self._model.get()
 

@@ -29,6 +29,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
+from pipeline.speech.loaded import Loaded, onnx_session
 from pipeline.speech.model_assets import piper_voice_path
 
 VOLUME = 0.9  # Piper peak-normalizes each sentence; leave headroom for resampler overshoot
@@ -64,33 +65,17 @@ class ChunkResampler:
 
 class _LoadedVoice:
     def __init__(self, model_path: Path, cpu_threads: int) -> None:
-        import onnxruntime
         from piper import PiperVoice
         from piper.config import PiperConfig, SynthesisConfig
 
         config = json.loads(model_path.with_name(model_path.name + ".json").read_text(encoding="utf-8"))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = cpu_threads
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
+        self.voice = PiperVoice(session=onnx_session(model_path, cpu_threads), config=PiperConfig.from_dict(config))
         self.sample_rate = int(self.voice.config.sample_rate)
         self.syn_config = SynthesisConfig(volume=VOLUME)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
 
 
-_voices: dict[Path, _LoadedVoice] = {}
-_voices_lock = threading.Lock()
-
-
-def _shared_voice(model_path: Path, cpu_threads: int) -> _LoadedVoice:
-    with _voices_lock:
-        loaded = _voices.get(model_path)
-        if loaded is None:
-            loaded = _voices[model_path] = _LoadedVoice(model_path, cpu_threads)
-        return loaded
+_voices: Loaded[_LoadedVoice] = Loaded(_LoadedVoice)
 
 
 class PiperTTS:
@@ -98,7 +83,8 @@ class PiperTTS:
 
     def __init__(self, model_path: Path | None = None, *, cpu_threads: int | None = None) -> None:
         threads = cpu_threads or max(1, min(4, os.cpu_count() or 1))
-        self._voice = _shared_voice(Path(model_path or piper_voice_path()).resolve(), threads)
+        path = Path(model_path or piper_voice_path()).resolve()
+        self._voice = _voices.get(path, path, threads)
 
     @property
     def sample_rate(self) -> int:

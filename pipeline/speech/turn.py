@@ -12,7 +12,6 @@ and one worker thread serve the whole process; `predict_async`/`decide_async` qu
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.speech.loaded import Loaded, onnx_session
 from pipeline.speech.model_assets import smart_turn_path
 
 SAMPLE_RATE = 16000
@@ -38,27 +38,11 @@ class TurnDecision:
 
 class _SmartTurnModel:
     def __init__(self, path: Path, cpu_threads: int) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        options.intra_op_num_threads = cpu_threads
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, cpu_threads)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
 
 
-_models: dict[Path, _SmartTurnModel] = {}
-_models_lock = threading.Lock()
-
-
-def _shared_model(path: Path, cpu_threads: int) -> _SmartTurnModel:
-    with _models_lock:
-        model = _models.get(path)
-        if model is None:
-            model = _models[path] = _SmartTurnModel(path, cpu_threads)
-        return model
+_models: Loaded[_SmartTurnModel] = Loaded(_SmartTurnModel)
 
 
 def last_seconds(pcm16k: NDArray[np.int16] | NDArray[np.float32], seconds: int = MAX_SECONDS) -> NDArray[np.float32]:
@@ -82,7 +66,8 @@ class TurnDetector:
     ) -> None:
         self.threshold = threshold
         self.max_silence_s = max_silence_s
-        self._model = _shared_model(Path(model_path or smart_turn_path()).resolve(), cpu_threads)
+        path = Path(model_path or smart_turn_path()).resolve()
+        self._model = _models.get(path, path, cpu_threads)
 
     @property
     def executor(self) -> ThreadPoolExecutor:

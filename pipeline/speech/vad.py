@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.speech.loaded import Loaded, onnx_session
 from pipeline.speech.model_assets import silero_vad_path
 
 SAMPLE_RATE = 16000
@@ -111,32 +111,18 @@ class SpeechGate:
 
 class _SileroModel:
     def __init__(self, path: Path) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, cpu_threads=1)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silero-vad")
 
 
-_model: _SileroModel | None = None
-_model_lock = threading.Lock()
-
-
-def _shared_model() -> _SileroModel:
-    global _model
-    with _model_lock:
-        if _model is None:
-            _model = _SileroModel(silero_vad_path())
-        return _model
+_models: Loaded[_SileroModel] = Loaded(_SileroModel)
 
 
 class SpeechDetector:
     """Silero probability per frame and speech start/end events for one audio stream (16 kHz mono)."""
 
     def __init__(self, *, threshold: float = 0.5, start_s: float = 0.2, stop_s: float = 0.3) -> None:
-        self._model = _shared_model()
+        self._model = _models.get("silero", silero_vad_path())
         self.gate = SpeechGate(threshold=threshold, start_s=start_s, stop_s=stop_s)
         self.probability = 0.0
         self._pending = np.zeros(0, np.float32)
