@@ -53,7 +53,7 @@ from control_api.numbers.inbound import DatabaseNumberRouter
 from control_api.numbers.inventory import ensure_seeded
 from control_api.services import Services
 from control_api.settings import Settings, sqlite_url
-from pipeline.llm.model_assets import QWEN_CODER_05B_Q4KM, marker_path, model_path
+from pipeline.llm.model_assets import QWEN_CODER_05B_Q4KM, link_assembled, model_path
 from pipeline.llm.scripted import ScriptedLLM
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
 from runtime.brain import AgentBrain
@@ -74,15 +74,6 @@ LONG_GREETING = (
 PERSONA = "You answer the phone for Tony's Pizza. Keep every answer to one short sentence."
 FAKE_QUESTION = "What time do you open on Saturday?"
 FAKE_ANSWER = "We open at eleven."
-
-
-def link_llm_model(models_from: Path, data_dir: Path) -> None:
-    """Link the assembled GGUF (and its digest marker) into ``data_dir/models`` instead of joining it again."""
-    source, target = model_path(models_from), model_path(data_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for src, dst in ((source, target), (marker_path(source), marker_path(target))):
-        if src.exists() and not dst.exists():
-            dst.symlink_to(src.resolve())
 
 
 async def provision(services: Services) -> dict[str, str]:
@@ -142,7 +133,7 @@ async def serve(args: argparse.Namespace) -> None:
     await migrate(engine)
     llm = ScriptedLLM([FAKE_ANSWER] * 100_000, ttft_s=0.0) if args.fake else None
     if not args.fake:
-        link_llm_model(Path(args.models_from), data_dir)
+        link_assembled(Path(args.models_from), data_dir)
     services = Services(settings=settings, engine=engine, llm=llm)
     numbers = await provision(services)
     handler: CallHandler

@@ -37,8 +37,11 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline.llm.model_assets import marker_path, model_path
+from voice_latency import stats  # the benchmarks folder, on the path above
+
+from pipeline.llm.model_assets import link_assembled
 from telephony import webrtc
 from tests.peers.speech import speech_pcm
 from tests.peers.webrtc_caller import WebRtcCaller
@@ -58,15 +61,6 @@ QUESTIONS = (
     "Do you have any vegan options?",
 )
 GREETING_S, GAP_S = 3.0, 7.0  # silence before the first question (the greeting plays), and between questions
-
-
-def percentile(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples, dtype=np.float64), q)) if samples else float("nan")
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    return {"n": len(samples), "p50": percentile(samples, 50), "p95": percentile(samples, 95),
-            "min": min(samples, default=float("nan")), "max": max(samples, default=float("nan"))}  # fmt: skip
 
 
 def free_port() -> int:
@@ -93,11 +87,7 @@ class Server:
     def __init__(self, workdir: Path) -> None:
         self.workdir, self.port = workdir, free_port()
         self.data_dir = workdir / "data"
-        source, target = model_path(ROOT / ".flowyte"), model_path(self.data_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for src, dst in ((source, target), (marker_path(source), marker_path(target))):
-            if src.exists() and not dst.exists():
-                dst.symlink_to(src.resolve())
+        link_assembled(ROOT / ".flowyte", self.data_dir)
         self.env = {**os.environ, "FLOWYTE_DATA_DIR": str(self.data_dir), "FLOWYTE_DATABASE_URL": "",
                     "FLOWYTE_WEBRTC_HOST_ADDRESSES": "127.0.0.1"}  # fmt: skip
         self.bin = str(Path(sys.executable).parent / "flowyte")

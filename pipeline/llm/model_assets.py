@@ -74,6 +74,16 @@ def marker_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def link_assembled(models_from: Path, data_dir: Path, asset: ModelAsset = QWEN_CODER_05B_Q4KM) -> None:
+    """Link the model assembled under `models_from` (and its digest marker) into `data_dir` instead of joining
+    it again: for the throwaway data dirs of benchmarks and tests."""
+    source, target = model_path(models_from, asset), model_path(data_dir, asset)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((source, target), (marker_path(source), marker_path(target))):
+        if src.exists() and not dst.exists():
+            dst.symlink_to(src.resolve())
+
+
 def is_assembled(path: Path, asset: ModelAsset) -> bool:
     marker = marker_path(path)
     try:

@@ -24,21 +24,12 @@ from typing import Any
 
 import httpx
 
-from pipeline.llm.model_assets import marker_path, model_path
+from pipeline.llm.model_assets import link_assembled
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PORT = 8080  # a fresh namespace: every port is free
 API = f"http://127.0.0.1:{PORT}/api/v1"
 HOURS_FACT = "On Saturdays Tony's Pizza opens at eleven in the morning and closes at ten at night."
-
-
-def link_models(data_dir: Path) -> None:
-    """The assembled local LLM (./dev joined it into ./.flowyte) linked into `data_dir`, not joined again."""
-    source, target = model_path(ROOT / ".flowyte"), model_path(data_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for src, dst in ((source, target), (marker_path(source), marker_path(target))):
-        if src.exists() and not dst.exists():
-            dst.symlink_to(src.resolve())
 
 
 def flowyte(*args: str) -> list[str]:
@@ -48,7 +39,7 @@ def flowyte(*args: str) -> list[str]:
 def main(workdir: Path, wav: Path) -> dict[str, Any]:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     data_dir = workdir / "data"
-    link_models(data_dir)
+    link_assembled(ROOT / ".flowyte", data_dir)  # ./dev joined the local LLM there
     env = {**os.environ, "FLOWYTE_DATA_DIR": str(data_dir), "FLOWYTE_WEBRTC_HOST_ADDRESSES": "127.0.0.1",
            "FLOWYTE_DATABASE_URL": ""}  # fmt: skip
     created = subprocess.run(
