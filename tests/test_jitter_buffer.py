@@ -226,3 +226,74 @@ def test_random_arrivals_never_break_the_invariants(script: list[tuple[object, .
             now += PTIME
         assert jb.stored <= capacity
         assert jb.min_delay_s <= jb.stats.target_delay_s <= jb.max_delay_s
+
+
+def run_with_slack(
+    arrival_delay: Callable[[int], float], n: int = 400
+) -> tuple[JitterBuffer, list[float], list[Frame]]:
+    """A consumer that pops every 20 ms and runs its clock sooner by whatever `take_slack()` reports (as
+    `RtpEndpoint.audio` does); packet k leaves at k*20 ms and arrives after arrival_delay(k). Returns how
+    long each played packet waited in the buffer."""
+    jb = JitterBuffer()
+    arrivals = sorted((k * PTIME + arrival_delay(k), k) for k in range(n))
+    sooner = 0.0
+    waits: list[float] = []
+    frames: list[Frame] = []
+    i = 0
+    for tick in range(n + 20):
+        now = tick * PTIME - sooner
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            at, k = arrivals[i]
+            jb.push(1000 + k, 5000 + 160 * k, payload(k), at)
+            i += 1
+        frame = jb.pop(now)
+        frames.append(frame)
+        if frame.kind is FrameKind.AUDIO and frame.seq is not None:
+            waits.append(now - next(at for at, k in arrivals if 1000 + k == frame.seq))
+        sooner += jb.take_slack()
+    return jb, waits, frames
+
+
+def concealed_midstream(frames: list[Frame]) -> bool:
+    """A frame was concealed between the first and the last packet played (not the silence after the end)."""
+    kinds = [f.kind for f in frames]
+    first, last = kinds.index(FrameKind.AUDIO), len(kinds) - 1 - kinds[::-1].index(FrameKind.AUDIO)
+    return any(k is not FrameKind.AUDIO for k in kinds[first : last + 1])
+
+
+def test_the_playout_clock_takes_the_slack_and_loses_nothing() -> None:
+    # Every packet arrives 7 ms after it left: it then idles in the buffer for the rest of the consumer's
+    # 20 ms tick, plus the frames of initial delay. The clock comes forward until a packet waits ~4 ms.
+    jb, waits, frames = run_with_slack(lambda k: 0.007)
+    assert_all_accounted(jb, frames, list(range(1000, 1400)), max_shrunk=1)  # the initial delay's extra frame
+    assert not concealed_midstream(frames) and jb.stats.lost == 0
+    assert min(waits[:40]) > 0.030
+    assert waits[-100:] == pytest.approx([jb.min_slack_s] * 100, abs=0.001)
+
+
+def test_the_slack_keeps_a_margin_for_the_jitter_it_has_seen() -> None:
+    rng = np.random.default_rng(3)
+    delays = rng.uniform(0.0, 0.015, 400)  # up to 15 ms of jitter
+    jb, waits, frames = run_with_slack(lambda k: float(delays[k]))
+    assert_all_accounted(jb, frames, list(range(1000, 1400)), max_shrunk=1)
+    assert not concealed_midstream(frames)
+    spread = jb.stats.target_delay_s - PTIME
+    assert spread > 0.010
+    assert min(waits[-100:]) > 0.010  # even the latest packet still had most of the spread to spare
+    assert np.mean(waits[-100:]) < np.mean(waits[:40])  # and yet the delay came down
+
+
+def test_no_slack_is_taken_across_a_concealment() -> None:
+    jb = JitterBuffer(slack_window=5)
+    for k in range(8):
+        jb.push(1000 + k, 5000 + 160 * k, payload(k), k * PTIME)
+    now = 0.1
+    for _ in range(4):
+        jb.pop(now)
+        now += PTIME
+    jb.pop(now + 1.0)  # ... (the 5th pop plays too)
+    assert jb.take_slack() > 0
+    for _ in range(4):
+        jb.pop(now)
+    assert jb.pop(now).concealed  # nothing left: an underrun
+    assert jb.take_slack() == 0.0

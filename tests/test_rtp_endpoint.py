@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -306,6 +307,36 @@ async def test_timestamp_follows_wall_time_across_silence(endpoints: tuple[RtpEn
     assert [(s - seqs[0]) % 65536 for s in seqs] == [0, 1, 2, 3]
     gap = (seen[2].timestamp - seen[1].timestamp) % (1 << 32)
     assert gap % 160 == 0 and gap >= 160 * 6
+
+
+async def test_a_talkspurt_leaves_at_once_and_the_grid_follows_it(endpoints: tuple[RtpEndpoint, RtpEndpoint]) -> None:
+    """Audio queued while the sender is idle does not wait for the next 20 ms tick (a reply's first packet
+    would sit there for up to a frame): it leaves now, with the marker bit, and the next one 20 ms later."""
+    a, _ = endpoints
+    loop = asyncio.get_running_loop()
+    sent: list[tuple[float, RtpPacket]] = []
+    original = a.sender.tick
+
+    def spy(n: int) -> RtpPacket | None:
+        p = original(n)
+        if p is not None:
+            sent.append((loop.time(), RtpPacket.parse(bytes(p))))
+        return p
+
+    a.sender.tick = spy  # type: ignore[method-assign]
+    await a.wait_tick()
+    await asyncio.sleep(0.004)  # the grid's next tick is ~16 ms away
+    old_epoch = a.epoch
+    next_tick = old_epoch + math.ceil((loop.time() - old_epoch) / 0.020) * 0.020
+    queued = loop.time()
+    a.send_audio(tone(0.06))
+    await wait_until_sent(a)
+    (first_at, first), (second_at, second), _ = sent
+    assert first.marker and not second.marker
+    assert first_at < next_tick - 0.005, f"sent {1000 * (first_at - queued):.1f} ms after it was queued"
+    assert a.epoch != old_epoch
+    assert second_at - first_at == pytest.approx(0.020, abs=0.008)
+    assert (second.timestamp - first.timestamp) % (1 << 32) == 160
 
 
 def test_port_pool_exhaustion_and_release() -> None:

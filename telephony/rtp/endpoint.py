@@ -20,8 +20,11 @@ its own source the same way; until an RTCP packet arrives it goes to the RTP rem
 
 Pacing (rule 6): tick ``n`` fires at ``start + n * 20 ms`` of ``loop.time()``; a tick that is late by more
 than a frame skips ahead to the current tick instead of bursting. The lateness of each tick is recorded
-(``pacing_p50_ms`` / ``pacing_p99_ms``). Received audio plays out from the consumer's own deadline clock in
-``audio()`` / ``read_frame()``; ``playout_tick`` is the pacing tick of the frame it yielded last.
+(``pacing_p50_ms`` / ``pacing_p99_ms``). A talkspurt does not wait for the grid: audio queued while the
+sender is idle goes out at once, as tick ``n``, and the grid moves to it (``epoch`` with it), so a reply's
+first packet leaves up to 20 ms sooner; its marker bit tells the peer to re-align. Received audio plays out
+from the consumer's own deadline clock in ``audio()``, which runs sooner by whatever slack the jitter buffer
+finds (``take_slack``); ``playout_tick`` is the pacing tick of the frame it yielded last.
 
 Recording: while ``tap`` is set, the pacer hands it every audio frame that really left (decoded back to PCM,
 with its tick), and ``SipCallLeg.audio`` the frames received; see ``telephony.recording``.
@@ -226,6 +229,11 @@ class MediaSender:
         ):
             self._dtmf.append((start + round(sp.offset / PTIME), sp.packet))
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is being sent or waiting to be: audio queued now starts a talkspurt."""
+        return not self._talking and not self.frames and not self._dtmf
+
     def tick(self, n: int) -> RtpPacket | None:
         self.last_tick = n
         if self._dtmf and self._dtmf[0][0] <= n:
@@ -300,6 +308,7 @@ class RtpEndpoint:
         self._rtcp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sent = asyncio.Event()  # set after every tick, for tests and for playback tracking
+        self._talkspurt = asyncio.Event()  # audio was queued while the sender was idle: send it now
         self.epoch = self._loop.time()  # when pacing tick 0 is due (reset as the pacer starts)
         self.playout_tick = 0  # the pacing tick of the received frame `audio()` yielded last
         self.tap: RecordingTap | None = None  # the call's recorder, while it is being recorded
@@ -406,11 +415,15 @@ class RtpEndpoint:
             await asyncio.sleep(max(0.0, deadline - now))
             self.playout_tick = round((deadline - self.epoch) / PTIME)
             yield self.receiver.playout(self._loop.time())
+            start -= self.receiver.jitter.take_slack()  # packets wait less: play them sooner
 
     # ---------------------------------------------------------------------------------------------- send
     def send_audio(self, pcm: NDArray[np.int16]) -> None:
         """Queue 8 kHz int16 PCM; it goes out in 20 ms packets. Full buffer → the oldest frames are dropped."""
+        idle = self.sender.idle
         self.sender.enqueue(pcm)
+        if idle and self.sender.frames and not self.sender.paused:
+            self._talkspurt.set()
 
     def clear_buffer(self) -> int:
         """Barge-in: drop every queued frame at once; returns how many were dropped."""
@@ -434,8 +447,11 @@ class RtpEndpoint:
         while True:
             deadline = start + n * PTIME
             now = self._loop.time()
-            if now < deadline:
-                await asyncio.sleep(deadline - now)
+            if now < deadline and await self._talkspurt_before(deadline - now):
+                now = self._loop.time()
+                start = self.epoch = now - n * PTIME  # the grid moves to this talkspurt's first packet
+                deadline = now
+            elif now < deadline:
                 now = self._loop.time()
             late = now - deadline
             if late > PTIME:  # skip ahead to the current tick rather than burst
@@ -454,6 +470,19 @@ class RtpEndpoint:
                 self._put_digit(digit)
             self._sent.set()
             n += 1
+
+    async def _talkspurt_before(self, wait_s: float) -> bool:
+        """Sleep ``wait_s`` (until the next tick); True, sooner, when a talkspurt's first audio is queued."""
+        self._talkspurt.clear()
+        if not self.sender.idle:
+            await asyncio.sleep(wait_s)
+            return False
+        try:
+            async with asyncio.timeout(wait_s):
+                await self._talkspurt.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _record(self, payload: bytes, tick: int) -> None:
         assert self.tap is not None

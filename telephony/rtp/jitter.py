@@ -19,6 +19,13 @@ missing packet with newer ones already buffered is counted lost and skipped. The
 the oldest queued frame (at most one every ``shrink_every`` pops) while more than one frame above target, and
 at once down to target when above ``max_delay_s``.
 
+The playout clock's phase. Each played packet waited some time between its arrival and its pop; the
+least of those waits over ``slack_window`` pops in a row without concealment is time every packet spent
+idle in the buffer: the packets arrive at some phase of the consumer's 20 ms clock. ``take_slack()``
+reports that much (beyond a margin of at least ``min_slack_s``, or the measured jitter spread when larger)
+so the consumer can run its clock that much sooner; the delay comes down without dropping a frame. A
+listener that is a machine (the voice pipeline's VAD) hears the caller's pause up to a frame sooner.
+
 Bounds and hygiene: at most ``capacity`` packets are stored (the oldest is dropped), late packets (before
 ``next_seq``) and duplicates are dropped and counted, and the stream restarts from the next packet after a
 silence longer than ``resync_after_s`` or an SSRC change (stragglers from the old SSRC are dropped), or after
@@ -113,6 +120,8 @@ class JitterBuffer:
         max_jump: int = 500,
         window: int = 128,
         shrink_every: int = 4,
+        slack_window: int = 50,
+        min_slack_s: float = 0.004,
     ) -> None:
         if not 0 < min_delay_s <= max_delay_s:
             raise ValueError("need 0 < min_delay_s <= max_delay_s")
@@ -125,6 +134,8 @@ class JitterBuffer:
         self.repeat_limit, self.repeat_gain = repeat_limit, repeat_gain
         self.resync_after_s, self.max_jump = resync_after_s, max_jump
         self.shrink_every = shrink_every
+        self.slack_window, self.min_slack_s = slack_window, min_slack_s
+        self._waits: list[float] = []  # how long each packet played since the last concealment had waited
         self.stats = JitterStats(target_delay_s=self.initial_delay_s)
         self._transits: deque[float] = deque(maxlen=window)
         self._store: dict[int, _Packet] = {}
@@ -294,7 +305,7 @@ class JitterBuffer:
             self._since_shrink = 0
         seq = self._next_seq
         if seq in self._store:
-            return self._play(seq)
+            return self._play(seq, now_s)
         if self._store:  # newer packets are here: this one is lost (or hopelessly late)
             if self._waited:
                 # The frames concealed while waiting stand in for the missing packets: skip over them at once
@@ -305,21 +316,33 @@ class JitterBuffer:
                 st.lost += skip
                 self._next_seq = seq_add(seq, skip)
                 if self._next_seq in self._store:
-                    return self._play(self._next_seq)
+                    return self._play(self._next_seq, now_s)
                 seq = self._next_seq
             self._next_seq = seq_add(seq, 1)
             st.lost += 1
         else:  # underrun - wait for it, which raises the delay by one frame
             self._waited += 1
         self._missing_run += 1
+        self._waits.clear()  # the clock was not early: no slack to take
         st.concealed += 1
         st.current_delay_s = self._depth() * self.ptime_s
         if self._missing_run <= self.repeat_limit and self._last_payload:
             return Frame(FrameKind.REPEAT, self._last_payload, n, seq, self.repeat_gain)
         return Frame(FrameKind.SILENCE, b"", n, seq)
 
-    def _play(self, seq: int) -> Frame:
+    def take_slack(self) -> float:
+        """Seconds by which the consumer may run its playout clock sooner, once ``slack_window`` pops in a row
+        played packets that had all waited longer than the margin; 0 otherwise. Taken once: the window restarts."""
+        if len(self._waits) < self.slack_window:
+            return 0.0
+        margin = max(self.min_slack_s, self.stats.target_delay_s - self.ptime_s)
+        slack = min(self._waits) - margin
+        self._waits.clear()
+        return min(slack, self.ptime_s) if slack > 0.001 else 0.0
+
+    def _play(self, seq: int, now_s: float) -> Frame:
         packet = self._store.pop(seq)
+        self._waits.append(now_s - packet.arrival_s)
         self._played.append(seq)
         self._last_played_ts = (seq, packet.timestamp)
         self._next_seq = seq_add(seq, 1)
