@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soxr
-from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from pipeline.llm.scripted import ScriptedLLM
 from pipeline.llm.types import ChatMessage, ToolCall, ToolSpec
@@ -21,7 +22,7 @@ from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
 from runtime.events import ConversationEvent
 from runtime.voice.brain_processor import TurnRecord, _is_markup
 from runtime.voice.call import REMINDER, TRANSFER_FAILED, VoiceCall, VoiceSettings
-from runtime.voice.early_vad import EarlySpeechSileroVAD, window_dbfs
+from runtime.voice.early_vad import SILENCE_DBFS, EarlySpeechSileroVAD, window_dbfs
 from runtime.voice.turn_start import EARLY_HOLD_S
 from telephony.call import TransferOutcome
 from tests.test_brain_support import agent, brain, deps, scripted
@@ -349,6 +350,49 @@ def test_early_speech_is_confident_speech_that_is_not_quiet() -> None:
     assert reports((speech.astype(np.float64) * 0.005).astype(np.int16)) == 0, "echo-level speech (-46 dB)"
     assert reports(np.zeros(16000, np.int16)) == 0
     assert window_dbfs(np.full(512, 3277, np.int16).tobytes()) == pytest.approx(-20.0, abs=0.01)
+
+
+class _Lingering(SileroVADAnalyzer):
+    """Silero's recurrent state carrying speech on, as it does for a window or two after the last word
+    (0.96, 0.73 on windows of pure silence, seen): confident speech on every window."""
+
+    def voice_confidence(self, buffer: bytes) -> Any:
+        return np.array([0.96], dtype=np.float32)
+
+
+class _LingeringEarly(EarlySpeechSileroVAD, _Lingering):
+    pass
+
+
+def test_the_pause_starts_when_the_audio_goes_quiet_not_when_silero_lets_go() -> None:
+    """A digitally silent window is no speech, whatever Silero's state says, so pipecat's stop count starts
+    at once. Above the silence floor (line noise) the decision is Silero's, as before."""
+    speech = soxr.resample(_speech_8k("What time do you open on Saturday?"), RATE, 16000).astype(np.int16)
+    loud = np.flatnonzero(np.abs(speech.astype(np.int32)) > 300)
+    speech = speech[: int(loud[-1]) + 1]
+
+    def windows_to_quiet(vad: Any, pause: np.ndarray[Any, np.dtype[np.int16]]) -> int | None:
+        """Windows after the last speech window until the VAD's state machine says QUIET (None: never)."""
+        vad.set_sample_rate(16000)
+        pcm = np.concatenate([speech, np.zeros((-len(speech)) % 512, np.int16), pause])
+        n_speech = -(-len(speech) // 512)
+        for i in range(0, len(pcm), 512):
+            state = vad._run_analyzer(pcm[i : i + 512].tobytes())
+            if i // 512 >= n_speech and state is VADState.QUIET:
+                return i // 512 - n_speech + 1
+        return None
+
+    params = VADParams(stop_secs=0.2)  # pipecat counts round(0.2 / 0.032) = 6 quiet windows
+    silence_after = np.zeros(16000, np.int16)
+    assert windows_to_quiet(EarlySpeechSileroVAD(params=params), silence_after) == 6  # the real Silero
+    assert windows_to_quiet(_LingeringEarly(params=params), silence_after) == 6
+    lingering = windows_to_quiet(_Lingering(params=params), silence_after)  # pipecat alone: until the loudness fades
+    assert lingering is None or lingering > 6
+    noise = (np.random.default_rng(1).normal(0, 100, 16000)).astype(np.int16)  # about -50 dBFS: a noisy line
+    assert window_dbfs(noise.tobytes()) > SILENCE_DBFS
+    assert windows_to_quiet(_LingeringEarly(params=params), noise) == windows_to_quiet(
+        _Lingering(params=params), noise
+    )
 
 
 async def smart_turn_call(

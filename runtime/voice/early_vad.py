@@ -11,6 +11,13 @@ verdict. `EarlySpeechSileroVAD` scores the same Silero windows and calls `on_ear
 `EARLY_MIN_DBFS`: telephone echo arrives well below a caller's own voice), which is ~0.1 s after the onset.
 The strategy holds playback then, and lets go again if the VAD does not confirm speech soon after.
 
+The end of speech, likewise, is the audio going quiet, not Silero saying so: its recurrent state carries
+speech on for a window or two after a caller's last word (0.96 then 0.73 on windows of pure silence, seen),
+which delays pipecat's stop count - and so transcription, the turn decision and the reply - by up to ~80 ms.
+A window whose level is below `SILENCE_DBFS` (the line's own noise floor is well above it on any real call;
+a caller's words are 30 dB and more above it) scores 0 for pipecat's state machine. Silero still sees every
+window, so its state stays what it would have been.
+
 Windows are scored on pipecat's VAD executor thread; the callback is handed to the event loop.
 """
 
@@ -27,6 +34,7 @@ from pipecat.audio.vad.vad_analyzer import VADState
 
 EARLY_WINDOWS = 3  # 3 x 32 ms Silero windows at 16 kHz
 EARLY_MIN_DBFS = -40.0
+SILENCE_DBFS = -60.0  # a window this quiet is no speech, whatever Silero's state still says
 
 
 def window_dbfs(buffer: bytes) -> float:
@@ -51,9 +59,13 @@ class EarlySpeechSileroVAD(SileroVADAnalyzer):
         return await super().analyze_audio(buffer)
 
     def voice_confidence(self, buffer: bytes) -> Any:
-        """Silero's confidence for one window (pipecat's VAD state uses it as before), counting the streak."""
+        """Silero's confidence for one window (0 for a silent one), counting the streak of early speech."""
         confidence = super().voice_confidence(buffer)  # a one-element array (or 0 on an empty buffer)
-        if float(np.max(confidence)) >= self.params.confidence and window_dbfs(buffer) >= EARLY_MIN_DBFS:
+        level = window_dbfs(buffer)
+        if level < SILENCE_DBFS:
+            self._streak = 0
+            return confidence * 0
+        if float(np.max(confidence)) >= self.params.confidence and level >= EARLY_MIN_DBFS:
             self._streak += 1
             if self._streak == EARLY_WINDOWS:  # once per run of speech windows
                 self._report()
