@@ -414,13 +414,16 @@ async def run_fake(args: argparse.Namespace, workdir: Path, speech: Speech, rng:
         calls = Calls(server, speech, "6505")
         await calls.conversation([QUESTIONS[0]])  # warm-up
         turns = await latency_turns(calls, args.fake_calls, args.questions, rng)
+        database = server.database
     waits_ms = 1000 * (VAD_STOP_S + TURN_TIMEOUT_S)
     v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
+    rows = breakdown(turns, database)
     return {
         "v2v_ms": stats(v2v),
         "subtracted_ms": waits_ms,
         "overhead_ms": stats([v - waits_ms for v in v2v]),
         "samples_ms": v2v,
+        "parts_ms": {key: stats([r[key] for r in rows if r[key] is not None]) for key in (*RECEIPT_TIMINGS, "restMs")},
         "unanswered_turns": sum(t.v2v_ms is None for t in turns),
     }
 
@@ -440,8 +443,16 @@ def verdict(value: float, goal: float) -> str:
 
 
 def report(results: dict[str, Any]) -> None:
-    real, fake = results["real"], results["fake"]
     print(f"\nvoice agent on loopback, {results['cpus']} cores, python {results['python']}")
+    if "real" in results:
+        report_real(results["real"])
+    if "fake" in results:
+        report_fake(results["fake"])
+    if "real" in results:
+        report_memory(results["real"]["memory"])
+
+
+def report_real(real: dict[str, Any]) -> None:
     v = real["v2v_ms"]
     print("\n1. voice-to-voice latency, last caller speech packet -> first agent packet with sound (ms)")
     print(line("voice-to-voice", v))
@@ -463,11 +474,18 @@ def report(results: dict[str, Any]) -> None:
     print(line("barge-in", b, verdict(b["p95"], GOALS["barge_in_p95_ms"])))
     if real["barge_in_missed"]:
         print(f"  {real['barge_in_missed']} barge-ins where the agent did not stop (or was not speaking)")
+
+
+def report_fake(fake: dict[str, Any]) -> None:
     o = fake["overhead_ms"]
     print(f"\n3. runtime overhead with instant fakes (STT, LLM, TTS), ms; subtracted {fake['subtracted_ms']:.0f} ms")
     print(line("speech end -> first agent sound", fake["v2v_ms"]))
     print(line("minus the VAD stop + turn timeout", o, verdict(o["p95"], GOALS["overhead_p95_ms"])))
-    m = real["memory"]
+    for key, s in fake["parts_ms"].items():
+        print(line(f"server receipt {key}", s))
+
+
+def report_memory(m: dict[str, Any]) -> None:
     print("\n4. server memory (VmRSS, MB)")
     print(f"  started {m['rss_started_mb']:.1f}; idle after the warm-up call {m['rss_idle_after_warmup_mb']:.1f}")
     print(
@@ -492,6 +510,8 @@ def report(results: dict[str, Any]) -> None:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    if "real" not in results or "fake" not in results:
+        return  # the plot needs both runs
     import matplotlib
 
     matplotlib.use("Agg")
@@ -545,8 +565,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "args": {k: v for k, v in vars(args).items() if k != "levels"} | {"levels": list(args.levels)},
         "workdir": str(workdir),
     }
-    results["real"] = await run_real(args, workdir, speech, rng)
-    results["fake"] = await run_fake(args, workdir, speech, rng)
+    if args.only in (None, "real"):
+        results["real"] = await run_real(args, workdir, speech, rng)
+    if args.only in (None, "fake"):
+        results["fake"] = await run_fake(args, workdir, speech, rng)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results
 
@@ -561,6 +583,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1,2,4", help="concurrent calls for the memory step")
     parser.add_argument("--soak", type=float, default=240.0, help="seconds of back-to-back calls")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", choices=("real", "fake"), help="one of the two servers (no plot)")
     args = parser.parse_args()
     if args.quick:
         args.calls, args.questions, args.barge_ins, args.fake_calls = 1, 3, 3, 1
@@ -569,10 +592,11 @@ def main() -> None:
     results = uvloop.run(run(args))
     report(results)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "voice_latency.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, RESULTS / "voice_latency.png")
+    name = "voice_latency" if args.only is None else f"voice_latency-{args.only}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, RESULTS / f"{name}.png")
     print(f"\nran {results['elapsed_s']:.0f} s; server logs in {results['workdir']}")
-    print(f"wrote {RESULTS / 'voice_latency.json'} and voice_latency.png")
+    print(f"wrote {RESULTS / name}.json" + ("" if args.only else " and .png"))
 
 
 if __name__ == "__main__":
