@@ -6,6 +6,7 @@ import asyncio
 import math
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -337,6 +338,34 @@ async def test_a_talkspurt_leaves_at_once_and_the_grid_follows_it(endpoints: tup
     assert a.epoch != old_epoch
     assert second_at - first_at == pytest.approx(0.020, abs=0.008)
     assert (second.timestamp - first.timestamp) % (1 << 32) == 160
+
+
+async def test_a_late_consumer_is_not_taken_for_slack(endpoints: tuple[RtpEndpoint, RtpEndpoint]) -> None:
+    """A busy event loop pops late, sometimes by more than a frame; the packets that waited for it are not
+    slack in the buffer (waits count from each frame's deadline), so the playout clock does not run ahead of
+    the packets, and nothing is dropped."""
+    a, b = endpoints
+    got: list[NDArray[np.int16]] = []
+    stop = asyncio.Event()
+
+    async def busy_consumer() -> None:
+        async for frame in b.audio():
+            got.append(frame)
+            time.sleep(0.012 if len(got) % 4 else 0.045)  # noqa: ASYNC251 - the loop blocked (a model, a GC pause)
+            if stop.is_set():
+                return
+
+    consumer = asyncio.create_task(busy_consumer())
+    for _ in range(4):  # 3.2 s of audio, never more than the 1 s outbound buffer at once
+        a.send_audio(tone(0.8))
+        await until(a, lambda: a.buffered_frames < 10)
+    await wait_until_sent(a)
+    await asyncio.sleep(0.2)
+    stop.set()
+    await consumer
+    stats = b.receiver.jitter.stats
+    assert stats.received == 160
+    assert stats.shrunk <= 1 and stats.played >= 159  # the initial delay's extra frame at most
 
 
 def test_port_pool_exhaustion_and_release() -> None:

@@ -414,7 +414,8 @@ class RtpEndpoint:
                 deadline = start + n * PTIME
             await asyncio.sleep(max(0.0, deadline - now))
             self.playout_tick = round((deadline - self.epoch) / PTIME)
-            yield self.receiver.playout(self._loop.time())
+            # Played as of its deadline: when the loop is late, packets that waited for it are not slack.
+            yield self.receiver.playout(deadline)
             start -= self.receiver.jitter.take_slack()  # packets wait less: play them sooner
 
     # ---------------------------------------------------------------------------------------------- send
