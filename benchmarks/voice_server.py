@@ -42,6 +42,7 @@ from control_api.auth.keys import create_key
 from control_api.auth.scopes import ALL_SCOPES
 from control_api.billing import ledger
 from control_api.calls.admission import CallAdmission
+from control_api.calls.native_memory import limit_arenas
 from control_api.calls.records import CallRecords
 from control_api.calls.session import AdmittedCall, CallHandler
 from control_api.calls.voice import SpeechModels, TurnWriter, VoiceAgent
@@ -140,6 +141,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.fake:
         handler = fake_voice_agent(services)
     else:
+        limit_arenas()  # as `flowyte serve` does, before the models start their threads
         models = SpeechModels(data_dir)
         await models.preload()
         if isinstance(services.llm, LazyLLM):

@@ -218,12 +218,14 @@ async def start_voice(services: Services) -> SpeechModels | None:
     # Imported here: the voice stack (pipecat, aiortc, the speech models) loads only when it is used.
     from loguru import logger as pipecat_logger
 
+    from control_api.calls.native_memory import limit_arenas
     from control_api.calls.voice import SpeechModels
     from control_api.talk.rooms import TalkRooms, speech_voice
     from telephony import webrtc
 
     pipecat_logger.remove()  # pipecat logs every frame at DEBUG through loguru; keep its warnings only
     pipecat_logger.add(sys.stderr, level=os.environ.get("FLOWYTE_PIPECAT_LOG_LEVEL", "WARNING"))
+    limit_arenas()  # before the models start their threads: see native_memory
     models = SpeechModels(settings.resolved().data_dir)
     if settings.sip_port is not None:
         await models.preload()  # the first caller should not wait for the models to load

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from control_api.calls.native_memory import trim_after_call
 from control_api.calls.session import AdmittedCall
 from control_api.chat.turns import brain_deps
 from control_api.conversations import repository as conversations_repo
@@ -167,10 +168,13 @@ class VoiceAgent:
         writer.tts = PiperTTSService(self.models.tts())
         settings = call_settings(self.settings, agent, can_transfer=True)
         started = time.monotonic()
-        result = await VoiceCall(
-            leg, leg, brain, stt=writer.stt, tts=writer.tts, listener=writer, settings=settings,
-            turn_detector=self.models.turn(),
-        ).run()  # fmt: skip
+        try:
+            result = await VoiceCall(
+                leg, leg, brain, stt=writer.stt, tts=writer.tts, listener=writer, settings=settings,
+                turn_detector=self.models.turn(),
+            ).run()  # fmt: skip
+        finally:
+            await trim_after_call()
         log.info("call %s: %s after %.1f s, %d turns", call.info.call_id, result.outcome, time.monotonic() - started,
                  len(result.turns))  # fmt: skip
         return result.outcome

@@ -1,0 +1,59 @@
+"""Handing freed native memory back after a call (control_api/calls/native_memory.py), in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim and mallopt are glibc's")
+
+# A "call" on a worker thread allocates 2 KB blocks (malloc, as the inference runtimes do) and frees all but
+# every 64th: the survivors pin most pages of the heap, which glibc then keeps. RSS in MB after each step.
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, threading
+    from pathlib import Path
+    from control_api.calls import native_memory
+
+    def rss_mb():
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+    limited = native_memory.limit_arenas() if sys.argv[1] == "limit" else None
+    kept = []
+
+    def call():
+        blocks = [bytearray(2048) for _ in range(100_000)]
+        kept.extend(blocks[::64])
+
+    before = rss_mb()
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    freed = rss_mb()
+    trimmed = native_memory.trim()
+    after = rss_mb()  # (trim_after_call is this trim on a worker thread)
+    print(json.dumps({"limited": limited, "before": before, "freed": freed, "trimmed": trimmed, "after": after}))
+    """
+)
+
+
+def run(mode: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+@glibc
+def test_trim_gives_back_what_a_call_freed() -> None:
+    got = run("limit")
+    assert got["limited"] is True
+    assert got["freed"] - got["before"] > 150, "the call's blocks were freed but their pages kept"
+    assert got["trimmed"] is True
+    assert got["freed"] - got["after"] > 100, got
