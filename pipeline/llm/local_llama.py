@@ -326,7 +326,7 @@ class _Turn:
             reason = "tool_calls"
         self.emit(Usage(self.prompted, self.generated, self.cached))
         self.emit(TurnEnd(reason))
-        if self.reply_ended and settings.prompt_cache_key is not None:  # a conversation that will go on
+        if self.reply_ended:
             self.open_next_turn()
 
     def open_next_turn(self) -> None:
