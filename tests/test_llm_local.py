@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from llama_cpp import Llama, llama_cpp
 
-from pipeline.llm import chat_template as ct
 from pipeline.llm.constrained import GrammarSampler
 from pipeline.llm.local_llama import LocalLlamaProvider, LocalModelConfig
 from pipeline.llm.model_assets import ensure_model
@@ -168,44 +167,12 @@ async def test_a_warmed_up_agent_evaluates_only_the_first_message_and_a_released
     first = await collect(llm, [system, ChatMessage("user", "Are you open today?")], TOOLS, max_tokens=8,
                           prompt_cache_key="call-1")  # fmt: skip
     assert usage(first).prompt_tokens - usage(first).cached_prompt_tokens < 40, usage(first)
-    await settled(llm)
     cache = llm.engine._cache
     owned = [entry for entry in cache._entries.values() if entry.owner == "call-1"]
     assert len(owned) == 1, "the call's own state, kept for its next turn"
     await llm.release("call-1")
     assert [entry for entry in cache._entries.values() if entry.owner == "call-1"] == []
     assert llm.engine.covers(owned[0].tokens[:20]), "the shared prefixes stay"
-
-
-async def settled(llm: LocalLlamaProvider) -> None:
-    """Until the worker has done everything queued (a stream returns at its turn's end; the worker may go on
-    with the next turn's opening and then keeps the state)."""
-    await asyncio.wrap_future(llm.engine.executor.submit(lambda: None))
-
-
-async def test_after_a_finished_reply_the_next_turn_evaluates_only_the_callers_words(llm: LocalLlamaProvider) -> None:
-    def usage(events: list[LLMEvent]) -> Usage:
-        return next(event for event in events if isinstance(event, Usage))
-
-    system = ChatMessage("system", SYSTEM.content + " Parking is behind the shop.")  # a prompt no test used
-    await llm.warm_up([system], TOOLS)
-    first_words = ChatMessage("user", "Hello, how are you today?")
-    first = await collect(llm, [system, first_words], TOOLS, max_tokens=64, prompt_cache_key="call-2")
-    assert finished(first).finish_reason == "stop", "the reply ended by itself"
-    await settled(llm)
-    cache, engine, model = llm.engine._cache, llm.engine, llm.engine.load()
-    opening = engine.tokenize(model, ct.next_user_opening())
-    (kept,) = [entry for entry in cache._entries.values() if entry.owner == "call-2"]
-    assert kept.tokens[-len(opening) :].tolist() == opening.tolist(), "the next turn's opening is evaluated"
-
-    words = "Is there parking?"
-    history = [system, first_words, ChatMessage("assistant", text_of(first)), ChatMessage("user", words)]
-    second = usage(await collect(llm, history, TOOLS, max_tokens=16, prompt_cache_key="call-2"))
-    own = len(engine.tokenize(model, ct.router_query(words))) + len(
-        engine.tokenize(model, words + ct.IM_END + "\n" + ct.assistant_header())
-    )
-    assert second.prompt_tokens - second.cached_prompt_tokens <= own + 1, (second, own)
-    await llm.release("call-2")
 
 
 async def test_two_conversations_at_once_both_complete(llm: LocalLlamaProvider) -> None:
@@ -221,7 +188,6 @@ async def test_two_conversations_at_once_both_complete(llm: LocalLlamaProvider) 
 async def test_closing_the_stream_stops_generation_promptly() -> None:
     llm = LocalLlamaProvider(LocalModelConfig(model_path=ensure_model(DATA_DIR, progress=None)), queue_size=2)
     stats = llm.engine.stats
-    await settled(llm)  # earlier tests' turns are over (their streams returned before the worker was done)
     stream = llm.stream(turn("Count from 1 to 200, separated by commas."), [], GenerationSettings(max_tokens=400))
     before_tokens, before_turns = stats.generated_tokens, stats.turns
     received = 0

@@ -125,11 +125,6 @@ def assistant_header() -> str:
     return f"{IM_START}assistant\n"
 
 
-def next_user_opening() -> str:
-    """What follows a finished assistant reply when the caller speaks next: its end and the user header."""
-    return f"{IM_END}\n{IM_START}user\n"
-
-
 def tool_call_header(name: str) -> str:
     """Where the arguments start: the JSON-schema grammar continues right after this."""
     return f'{TOOL_CALL_START}\n{{"name": {_json(name)}, "arguments": '

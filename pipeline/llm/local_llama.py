@@ -14,10 +14,7 @@ Two layers, as everywhere in this project:
 Latency: prompts are formatted by `chat_template` so the frozen prefixes (system prompt + tools, and the
 routing table) are byte-identical across turns; `PrefixStateCache` keeps the KV state of each prefix and
 of each conversation after its last turn, so a new turn only evaluates its new messages, even when
-several conversations take turns on the model. And when a text reply has ended with its end-of-turn token,
-what the next turn's prompt holds after it is already certain - the end of the reply and the opening of
-the caller's next message - so the worker evaluates that too (`_Turn.open_next_turn`), after the reply's
-`TurnEnd`, while the caller listens to it: the next turn evaluates only the caller's own words.
+several conversations take turns on the model.
 
 Tools (decide-then-fill, see `chat_template`): step 1 continues the few-shot routing table for the
 caller's message under a GBNF over the declared names plus the no-tool choice, stopping as soon as the
@@ -35,7 +32,6 @@ import concurrent.futures
 import contextlib
 import ctypes
 import json
-import logging
 import os
 import threading
 import time
@@ -68,8 +64,6 @@ from pipeline.llm.types import (
     ToolSpec,
     Usage,
 )
-
-log = logging.getLogger(__name__)
 
 
 def available_cores() -> int:
@@ -285,8 +279,6 @@ class _Turn:
         self.engine, self.llm, self.request, self.emit, self.cancel = engine, llm, request, emit, cancel
         self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self.special_stops = {int(t) for t in engine.tokenize(llm, ct.IM_START + ct.IM_END + ct.TOOL_CALL_START)}
-        self.im_end = int(engine.tokenize(llm, ct.IM_END)[0])
-        self.reply_ended = False  # the text reply ended with its end-of-turn token (nothing cut, nothing extra)
         self.generated = 0  # tokens sampled this turn
         self.prompted = 0  # prompt tokens this turn (routing-table query + chat prompt)
         self.cached = 0  # of which served from the KV cache
@@ -326,21 +318,6 @@ class _Turn:
             reason = "tool_calls"
         self.emit(Usage(self.prompted, self.generated, self.cached))
         self.emit(TurnEnd(reason))
-        if self.reply_ended:
-            self.open_next_turn()
-
-    def open_next_turn(self) -> None:
-        """After a finished text reply (its `TurnEnd` already sent): evaluate the reply's end and the opening
-        of the caller's next message, which every next prompt of this conversation holds, and keep that state
-        (`run_turn` saves it). The consumer does not wait for this; a failure only costs the next turn."""
-        opening = self.engine.tokenize(self.llm, ct.next_user_opening())
-        held = as_tokens(self.llm.input_ids[: self.llm.n_tokens])
-        try:
-            self.engine.prefill(self.llm, _concat(held, opening), self.cancel)
-        except Stopped:
-            raise
-        except Exception:
-            log.exception("evaluating the opening of the next turn failed")
 
     def count_prompt(self, tokens: Tokens) -> None:
         self.cached += self.engine.prefill(self.llm, tokens, self.cancel)
@@ -421,7 +398,6 @@ class _Turn:
         )  # fmt: skip
         for token in generated:
             if token in self.special_stops or llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                self.reply_ended = token == self.im_end or llama_cpp.llama_vocab_is_eog(self.vocab, token)
                 return
             self.produced()
             if opening and self.piece(token).strip():
@@ -622,12 +598,11 @@ class LocalLlamaProvider:
         relay = _Relay(asyncio.get_running_loop(), self.queue_size)
         job = self.engine.submit(request, relay.emit, relay.cancel)
         ttft: float | None = None
-        yielded = ended = False
+        yielded = False
         try:
             while True:
                 item = await relay.queue.get()
                 if isinstance(item, TurnEnd):
-                    ended = True  # the worker may still evaluate the next turn's opening: leave it to it
                     yield Finished(item.finish_reason, ttft, self.clock() - started)
                     return
                 if isinstance(item, LLMError):
@@ -640,8 +615,7 @@ class LocalLlamaProvider:
                 yielded = True
                 yield item
         finally:
-            if not ended:
-                relay.cancel.set()
-                if not job.cancel():  # not queued behind another turn any more: wait for it to stop
-                    relay.drain()
-                    await asyncio.wait([asyncio.wrap_future(job)])
+            relay.cancel.set()
+            if not job.cancel():  # not queued behind another turn any more: wait for it to stop
+                relay.drain()
+                await asyncio.wait([asyncio.wrap_future(job)])
