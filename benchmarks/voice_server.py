@@ -42,7 +42,7 @@ from control_api.auth.keys import create_key
 from control_api.auth.scopes import ALL_SCOPES
 from control_api.billing import ledger
 from control_api.calls.admission import CallAdmission
-from control_api.calls.native_memory import limit_arenas
+from control_api.calls.native_memory import freeze_startup_objects, limit_arenas
 from control_api.calls.records import CallRecords
 from control_api.calls.session import AdmittedCall, CallHandler
 from control_api.calls.voice import SpeechModels, TurnWriter, VoiceAgent
@@ -146,6 +146,7 @@ async def serve(args: argparse.Namespace) -> None:
         await models.preload()
         if isinstance(services.llm, LazyLLM):
             await services.llm.provider()  # load the model now, not on the first caller's turn
+        freeze_startup_objects()  # as `flowyte serve` does once the models are loaded
         handler = VoiceAgent(services, models, VoiceSettings(idle_s=300))
     assert services.meter is not None
     admission = CallAdmission(

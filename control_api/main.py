@@ -218,7 +218,7 @@ async def start_voice(services: Services) -> SpeechModels | None:
     # Imported here: the voice stack (pipecat, aiortc, the speech models) loads only when it is used.
     from loguru import logger as pipecat_logger
 
-    from control_api.calls.native_memory import limit_arenas
+    from control_api.calls.native_memory import freeze_startup_objects, limit_arenas
     from control_api.calls.voice import SpeechModels
     from control_api.talk.rooms import TalkRooms, speech_voice
     from telephony import webrtc
@@ -229,6 +229,7 @@ async def start_voice(services: Services) -> SpeechModels | None:
     models = SpeechModels(settings.resolved().data_dir)
     if settings.sip_port is not None:
         await models.preload()  # the first caller should not wait for the models to load
+        freeze_startup_objects()  # what lives as long as the process: out of the collector's way (native_memory)
     webrtc.use_host_addresses(settings.webrtc_host_addresses)
     config = webrtc.WebRtcConfig(settings.webrtc_ice_servers, settings.webrtc_host_addresses)
     services.talk = TalkRooms(services, speech_voice(models), config)

@@ -1,4 +1,4 @@
-"""Native memory between calls: hand what a finished call freed back to the system (glibc only).
+"""Memory between calls: free what a finished call held, and hand it back to the system.
 
 A call's memory is mostly native: onnxruntime (Silero, Smart Turn, Piper), CTranslate2 (Whisper) and
 llama.cpp allocate from their own worker threads, and glibc's allocator gives each allocating thread an
@@ -9,9 +9,15 @@ benchmarks/voice_latency.py saw ~90 MB per call-hour with under 2 KB of Python o
 `limit_arenas()` caps the arenas (`mallopt(M_ARENA_MAX)`), so freed chunks are found again by the next
 call's threads instead of sitting in an arena nobody uses; call it before the models start their threads.
 `trim()` (`malloc_trim(0)`) returns the free pages inside every arena to the system; it walks the heaps, a
-few milliseconds, so it runs off the event loop after each call (`trim_after_call`).
+few milliseconds, so it runs off the event loop. Elsewhere than glibc (musl, macOS) both do nothing.
 
-Elsewhere (musl, macOS) both do nothing.
+And a finished call's Python objects hold native buffers (audio, model outputs) in reference cycles
+(pipecat's processors, tasks and event handlers point at each other), which only Python's full garbage
+collection frees; it ran every ~60 calls, so RSS rose ~4 MB a call and fell back ~280 MB at once. A full
+collection scans every object, ~125 ms with the models loaded, too long a pause for calls in progress, so
+`freeze_startup_objects()` moves everything alive once the server is up (models, modules) out of the
+collector's sight (`gc.freeze`), and `release_after_call()` then collects - now a scan of what was made
+since, milliseconds - and trims.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
 from functools import cache
 from typing import Any
@@ -63,9 +70,19 @@ def trim() -> bool:
     return bool(libc.malloc_trim(0)) if libc is not None else False
 
 
-async def trim_after_call() -> None:
-    """`trim()` on a worker thread; a failure is logged, never raised (the call is over either way)."""
+def freeze_startup_objects() -> int:
+    """Exempt every object alive now from garbage collection (`gc.freeze`); returns how many. Once, when the
+    process has loaded what it keeps for its whole life."""
+    gc.collect()  # what startup left as garbage is freed, not frozen
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+async def release_after_call() -> None:
+    """Collect the call's garbage (on the loop: the collector holds the GIL anyway), then `trim()` on a worker
+    thread; a failure is logged, never raised (the call is over either way)."""
     try:
+        gc.collect()
         await asyncio.to_thread(trim)
     except Exception:
-        log.exception("returning freed memory to the system failed")
+        log.exception("releasing a finished call's memory failed")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from control_api.calls.native_memory import trim_after_call
+from control_api.calls.native_memory import release_after_call
 from control_api.calls.session import AdmittedCall
 from control_api.chat.turns import brain_deps
 from control_api.conversations import repository as conversations_repo
@@ -174,7 +174,7 @@ class VoiceAgent:
                 turn_detector=self.models.turn(),
             ).run()  # fmt: skip
         finally:
-            await trim_after_call()
+            await release_after_call()
         log.info("call %s: %s after %.1f s, %d turns", call.info.call_id, result.outcome, time.monotonic() - started,
                  len(result.turns))  # fmt: skip
         return result.outcome

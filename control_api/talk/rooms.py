@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from pipecat.processors.frame_processor import FrameProcessor
 
-from control_api.calls.native_memory import trim_after_call
+from control_api.calls.native_memory import release_after_call
 from control_api.calls.voice import SpeechModels, TurnWriter, call_settings
 from control_api.chat import sessions as sessions_repo
 from control_api.chat.turns import brain_deps
@@ -185,7 +185,7 @@ class TalkRooms:
             with contextlib.suppress(Exception):
                 await leg.hangup()
             await asyncio.shield(self._close(grant, agent, conversation_id, outcome, seconds))
-            await trim_after_call()
+            await release_after_call()
 
     async def _close(
         self, grant: tokens.TalkGrant, agent: CompiledAgent, conversation_id: str, outcome: str, seconds: float
