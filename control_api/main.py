@@ -229,10 +229,12 @@ async def start_voice(services: Services) -> SpeechModels | None:
     models = SpeechModels(settings.resolved().data_dir)
     if settings.sip_port is not None:
         await models.preload()  # the first caller should not wait for the models to load
-        freeze_startup_objects()  # what lives as long as the process: out of the collector's way (native_memory)
     webrtc.use_host_addresses(settings.webrtc_host_addresses)
     config = webrtc.WebRtcConfig(settings.webrtc_ice_servers, settings.webrtc_host_addresses)
     services.talk = TalkRooms(services, speech_voice(models), config)
+    # What lives as long as the process (the voice stack's modules, loaded models) out of the collector's
+    # way, so the collection after each call is quick (native_memory).
+    freeze_startup_objects()
     return models
 
 
