@@ -384,7 +384,8 @@ def test_the_pause_starts_when_the_audio_goes_quiet_not_when_silero_lets_go() ->
 
     params = VADParams(stop_secs=0.2)  # pipecat counts round(0.2 / 0.032) = 6 quiet windows
     silence_after = np.zeros(16000, np.int16)
-    assert windows_to_quiet(EarlySpeechSileroVAD(params=params), silence_after) == 6  # the real Silero
+    # The real Silero: at most the 6 counted windows after the speech (the count may start in its faint tail).
+    assert windows_to_quiet(EarlySpeechSileroVAD(params=params), silence_after) <= 6
     assert windows_to_quiet(_LingeringEarly(params=params), silence_after) == 6
     lingering = windows_to_quiet(_Lingering(params=params), silence_after)  # pipecat alone: until the loudness fades
     assert lingering is None or lingering > 6
