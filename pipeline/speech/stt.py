@@ -6,8 +6,11 @@ instead of thrashing two cores with competing inference. `transcribe()` is synch
 thread or for tools); `transcribe_async()` hands the work to the model's thread and never blocks the loop.
 
 Decoding is tuned for short, endpointed telephone turns: greedy (beam 1), no conditioning on previous
-text, no Silero filter inside faster-whisper (our own VAD has already cut the turn), no timestamps.
-English uses tiny.en; any other language uses the multilingual base model (joined by `model_assets`).
+text, no Silero filter inside faster-whisper (our own VAD has already cut the turn), no timestamps, and a
+bound on the tokens a turn can need. A turn that fits `encoder_frames` (15 s by default) is encoded over that
+window instead of Whisper's 30 s, about twice as fast (`whisper_window`); longer ones take faster-whisper's
+full path. English uses tiny.en; any other language uses the multilingual base model (joined by
+`model_assets`).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from numpy.typing import NDArray
 
 from pipeline.speech.loaded import Loaded
 from pipeline.speech.model_assets import WhisperName, whisper_model_dir
+from pipeline.speech.whisper_window import decode, fits, looks_cut_short, max_new_tokens, speech_seconds
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before faster_whisper imports huggingface_hub
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 SAMPLE_RATE = 16000
+ENCODER_FRAMES = 1500  # the short window (15 s of 10 ms frames); 3000 (Whisper's own) turns it off
 
 
 def default_cpu_threads() -> int:
@@ -51,6 +56,7 @@ class Transcript:
     language: str
     audio_s: float  # duration of the audio transcribed
     elapsed_s: float  # wall time of the transcription (excludes waiting for the worker thread)
+    encoder_frames: int = 3000  # the encoder window of the decode kept (3000: faster-whisper's full path)
 
 
 class _LoadedModel:
@@ -104,8 +110,10 @@ class WhisperSTT:
         hotwords: str | None = None,
         eager: bool = False,
         cpu_threads: int | None = None,
+        encoder_frames: int = ENCODER_FRAMES,
     ) -> None:
         self.name = name
+        self.encoder_frames = encoder_frames  # turns that fit are encoded over this window (whisper_window)
         self.initial_prompt = initial_prompt  # domain words/spelling examples decoded as preceding context
         self.hotwords = hotwords  # boosted words (faster-whisper prefixes them when there is no prompt)
         threads = cpu_threads or default_cpu_threads()
@@ -134,6 +142,32 @@ class WhisperSTT:
             language = language.replace("_", "-").split("-")[0].lower()
         model = self._model.get()
         start = time.perf_counter()
+        window = None
+        if fits(len(audio), self.encoder_frames):
+            window = decode(
+                model,
+                audio,
+                self.encoder_frames,
+                language=language,
+                initial_prompt=self.initial_prompt,
+                hotwords=self.hotwords,
+            )
+            if not window.no_speech and looks_cut_short(window.text, speech_seconds(audio)):
+                window = None  # the short window may have stopped early: decode again over the full one
+        if window is not None:
+            text, detected, frames = window.text, window.language, self.encoder_frames
+        else:
+            (text, detected), frames = self._transcribe_full(model, audio, language), 3000
+        return Transcript(
+            text=text,
+            language=detected,
+            audio_s=len(audio) / SAMPLE_RATE,
+            elapsed_s=time.perf_counter() - start,
+            encoder_frames=frames,
+        )
+
+    def _transcribe_full(self, model: Any, audio: NDArray[np.float32], language: str | None) -> tuple[str, str]:
+        """faster-whisper's own path: the 30 s window (and more windows for longer audio)."""
         segments, info = model.transcribe(
             audio,
             language=language,
@@ -145,14 +179,11 @@ class WhisperSTT:
             without_timestamps=True,
             initial_prompt=self.initial_prompt,
             hotwords=self.hotwords,
+            # per 30 s window; under half of Whisper's 448 positions, as the prompt may take the other half
+            max_new_tokens=min(200, max_new_tokens(len(audio) / SAMPLE_RATE)),
         )
         text = " ".join(segment.text.strip() for segment in segments).strip()  # the generator runs the decoding
-        return Transcript(
-            text=text,
-            language=str(info.language),
-            audio_s=len(audio) / SAMPLE_RATE,
-            elapsed_s=time.perf_counter() - start,
-        )
+        return text, str(info.language)
 
     async def transcribe_async(
         self, pcm16k: NDArray[np.int16] | NDArray[np.float32], language: str | None = None

@@ -1,0 +1,156 @@
+"""Whisper over a shorter encoder window (pipeline/speech/whisper_window.py), with the bundled models.
+
+The pure parts (which turns fit, the token bound, the speech measure, the cut-short rule), then the real
+tiny.en and base models: a turn that fits is decoded over 1500 frames, a longer one over faster-whisper's
+full window, a short-window transcript that looks cut off is decoded again, silence stays silent, and the
+multilingual model still detects the language from the short window.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soxr
+from numpy.typing import NDArray
+
+from pipeline.speech import stt as stt_module
+from pipeline.speech import whisper_window
+from pipeline.speech.stt import WhisperSTT
+from pipeline.speech.whisper_window import (
+    WindowResult,
+    fits,
+    looks_cut_short,
+    max_new_tokens,
+    speech_seconds,
+)
+from tests.peers.speech import speech_pcm
+
+QUESTION = "What time do you open on Saturday?"
+DATA_DIR = Path(".flowyte")
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+def as_segment(pcm16k: NDArray[np.int16]) -> NDArray[np.int16]:
+    """Framed as a call's VAD segment: 0.3 s of pre-roll, 0.5 s of trailing pad."""
+    return np.concatenate([np.zeros(4800, np.int16), pcm16k, np.zeros(8000, np.int16)])
+
+
+def tone(seconds: float, dbfs: float, rate: int = 16000) -> NDArray[np.float32]:
+    t = np.arange(round(seconds * rate)) / rate
+    wave: NDArray[np.float32] = (10 ** (dbfs / 20) * np.sqrt(2) * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    return wave
+
+
+@pytest.fixture(scope="module")
+def question() -> NDArray[np.int16]:
+    """The question through the phone band, framed as a call's VAD segment (pre-roll, trailing pad)."""
+    return as_segment(np.asarray(soxr.resample(speech_pcm(QUESTION, 8000), 8000, 16000), dtype=np.int16))
+
+
+@pytest.fixture(scope="module")
+def tiny() -> WhisperSTT:
+    return WhisperSTT("tiny.en", DATA_DIR, eager=True)
+
+
+# -------------------------------------------------------------------------------------------------- pure
+
+
+def test_a_turn_fits_the_window_with_a_margin_after_it() -> None:
+    assert fits(16000 * 14, 1500)  # 14 s + 0.5 s margin <= 15 s
+    assert not fits(16000 * 14 + 8001, 1500)
+    assert fits(16000 * 9, 1000) and not fits(16000 * 10, 1000)
+    assert not fits(16000, 3000)  # the full window is faster-whisper's own path
+
+
+def test_the_token_bound_grows_with_the_turn() -> None:
+    assert max_new_tokens(0.0) == 16
+    assert max_new_tokens(2.5) == 36
+    # a 10 s turn of fast speech (4 tokens a second) fits twice over, far below Whisper's 448
+    assert 80 < max_new_tokens(10.0) < 448
+
+
+def test_speech_seconds_counts_speech_not_the_silence_around_it() -> None:
+    silence = np.zeros(16000, np.float32)
+    assert speech_seconds(silence) == 0.0
+    assert speech_seconds(np.concatenate([silence, tone(1.2, -20), silence])) == pytest.approx(1.2, abs=0.04)
+    # a line's noise floor (-60 dBFS) is not speech, and neither is a level 30 dB under the speech
+    noise = (np.random.default_rng(1).standard_normal(16000) * 10 ** (-60 / 20)).astype(np.float32)
+    faint = tone(1.0, -55)
+    assert speech_seconds(np.concatenate([noise, tone(0.6, -15), faint])) == pytest.approx(0.6, abs=0.04)
+
+
+def test_a_transcript_is_cut_short_under_two_words_a_second() -> None:
+    assert looks_cut_short("Are you open?", 2.0)
+    assert not looks_cut_short("Are you open at eleven?", 2.0)
+    assert not looks_cut_short("Yes.", 0.8)  # under a second of speech: any length goes
+    assert looks_cut_short("", 1.5)
+
+
+# ---------------------------------------------------------------------------------------- real models
+
+
+def test_a_turn_that_fits_is_decoded_over_the_short_window(tiny: WhisperSTT, question: NDArray[np.int16]) -> None:
+    result = tiny.transcribe(question)
+    assert {"time", "open", "saturday"} <= words(result.text), result
+    assert result.encoder_frames == 1500 and result.language == "en"
+
+
+def test_a_turn_longer_than_the_window_takes_the_full_one(tiny: WhisperSTT, question: NDArray[np.int16]) -> None:
+    long_turn = np.concatenate([question, np.zeros(16000 * 14, np.int16)])
+    result = tiny.transcribe(long_turn)
+    assert {"time", "open", "saturday"} <= words(result.text), result
+    assert result.encoder_frames == 3000
+
+
+def test_the_short_and_full_windows_agree_on_the_question(question: NDArray[np.int16]) -> None:
+    full = WhisperSTT("tiny.en", DATA_DIR, encoder_frames=3000).transcribe(question)
+    assert full.encoder_frames == 3000
+    assert {"time", "open", "saturday"} <= words(full.text), full
+
+
+def test_a_transcript_that_looks_cut_off_is_decoded_again(
+    tiny: WhisperSTT, question: NDArray[np.int16], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The short-window decode is made to stop after two words, as it did on two long espeak turns."""
+    real_decode = whisper_window.decode
+    seen: list[WindowResult] = []
+
+    def stops_early(model: Any, audio: NDArray[np.float32], frames: int, **kwargs: Any) -> WindowResult:
+        result = real_decode(model, audio, frames, **kwargs)
+        cut = WindowResult(" ".join(result.text.split()[:2]), result.language, result.no_speech)
+        seen.append(cut)
+        return cut
+
+    monkeypatch.setattr(stt_module, "decode", stops_early)
+    result = tiny.transcribe(question)
+    assert len(seen) == 1 and len(seen[0].text.split()) == 2
+    assert result.encoder_frames == 3000
+    assert {"time", "open", "saturday"} <= words(result.text), result
+
+
+def test_silence_and_hum_transcribe_to_nothing_much(tiny: WhisperSTT) -> None:
+    silence = tiny.transcribe(np.zeros(16000 * 2, np.int16))
+    assert silence.encoder_frames == 1500
+    assert len(silence.text.split()) <= 2, silence  # the no-speech rule, or at most Whisper's "you"
+
+
+def test_the_multilingual_model_detects_the_language_from_the_short_window() -> None:
+    base = WhisperSTT("base", DATA_DIR)
+    english = base.transcribe(
+        as_segment(speech_pcm("Please call me back tomorrow morning.", 16000))
+    )  # no language given
+    assert english.language == "en" and english.encoder_frames == 1500, english
+    assert {"call", "tomorrow", "morning"} <= words(english.text), english
+    # (espeak-ng's Spanish is detected as Thai by base over either window; given the language, it decodes)
+    spanish = base.transcribe(
+        as_segment(speech_pcm("¿A qué hora abren el sábado por la mañana?", 16000, voice="es")), "es"
+    )
+    assert spanish.language == "es" and spanish.encoder_frames == 1500, spanish
+    assert "hora" in spanish.text.lower(), spanish
