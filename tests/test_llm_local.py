@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from pathlib import Path
 
 import jsonschema
@@ -215,3 +217,36 @@ def test_grammar_sampler_checks_the_argmax_first_and_masks_the_vocabulary_only_w
     logits[hello] = 10.0  # the model's favourite is not allowed: the best allowed token wins
     with GrammarSampler(vocab, 'root ::= "yes" | "no"', n_vocab) as sampler:
         assert sampler.pick(logits) == yes and sampler.full_checks == 1
+
+
+async def test_the_next_token_waits_for_urgent_speech_work(llm: LocalLlamaProvider) -> None:
+    """While Piper synthesizes a reply's first clause (here: a held `urgent()` block), the model holds back
+    its next token (pipeline/cores.py), then goes on: the reply is complete."""
+    cores = llm.engine.cores
+    release = threading.Event()
+    holder: list[threading.Thread] = []
+    arrivals: list[float] = []
+    held_from = held_until = 0.0
+
+    def hold() -> None:
+        nonlocal held_from, held_until
+        with cores.urgent():
+            held_from = time.perf_counter()
+            release.wait(2)
+            held_until = time.perf_counter()
+
+    settings = GenerationSettings(max_tokens=24)
+    async for event in llm.stream(turn("Tell me about your pizzas."), [], settings):
+        if isinstance(event, TextDelta):
+            arrivals.append(time.perf_counter())
+            if len(arrivals) == 1:
+                holder.append(threading.Thread(target=hold))
+                holder[0].start()
+                await asyncio.sleep(0.05)
+                threading.Timer(0.3, release.set).start()
+    holder[0].join()
+    assert len(arrivals) >= 4
+    during = [t for t in arrivals[1:] if held_from + 0.05 < t < held_until]
+    # at most the tokens already sampled or queued before the hold took effect arrive during it
+    assert len(during) <= 2, (held_from, held_until, arrivals)
+    assert any(t >= held_until for t in arrivals)  # and the reply went on afterwards

@@ -13,7 +13,7 @@ import io
 import re
 import time
 import wave
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from pipeline.speech.stt import WhisperSTT
-from pipeline.speech.tts import PiperTTS
+from pipeline.speech.tts import PiperTTS, SynthesisStats
 from pipeline.voice.clauses import FirstClauseAggregator
 from pipeline.voice.services import (
     PiperTTSService,
@@ -239,7 +239,23 @@ async def test_a_reply_is_spoken_first_clause_then_sentences() -> None:
     assert await chunks_of(aggregator, "Okay, tell me.") == ["Okay,", "tell me."]
 
 
-async def test_piper_service_speaks_a_first_clause_before_the_sentence_is_written(piper: PiperTTS) -> None:
+class UrgencyNotingPiper(PiperTTS):
+    """The real Piper voice, noting which texts were synthesized as urgent (pipeline/cores.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urgent: list[tuple[str, bool]] = []
+
+    async def stream(
+        self, text: str, rate: int, stats: SynthesisStats | None = None, *, urgent: bool = False
+    ) -> AsyncIterator[NDArray[np.int16]]:
+        self.urgent.append((text, urgent))
+        async for chunk in super().stream(text, rate, stats, urgent=urgent):
+            yield chunk
+
+
+async def test_piper_service_speaks_a_first_clause_before_the_sentence_is_written() -> None:
+    piper = UrgencyNotingPiper()
     tts = PiperTTSService(piper)
     seen = Collector()
     async with Run([tts, seen]) as run:
@@ -249,6 +265,8 @@ async def test_piper_service_speaks_a_first_clause_before_the_sentence_is_writte
         await seen.until(lambda: bool(seen.of(TTSStoppedFrame)), within=15)
     assert [t.text for t in tts.timings] == ["Yes,", "our hours are nine to five."]
     assert len({f.context_id for f in seen.of(TTSAudioRawFrame)}) == 1, "one reply, one audio context"
+    # the caller waits for the first clause only: the LLM holds back for it, not for the rest
+    assert piper.urgent == [("Yes,", True), ("our hours are nine to five.", False)]
 
 
 async def test_an_interruption_stops_a_long_utterance_at_once(piper: PiperTTS) -> None:

@@ -48,6 +48,7 @@ from llama_cpp import Llama, LogitsProcessorList, llama_cpp
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 from numpy.typing import NDArray
 
+from pipeline.cores import CORES, Cores
 from pipeline.llm import chat_template as ct
 from pipeline.llm.constrained import GrammarSampler
 from pipeline.llm.errors import LLMBadResponse, LLMError, LLMRequestError
@@ -155,6 +156,7 @@ class LlamaEngine:
         self._texts = _Lru(64)  # tokenized prompt prefixes
         self._grammars = _Lru(64)  # GBNF, by JSON Schema
         self._markup_openers: NDArray[np.intc] | None = None
+        self.cores: Cores = CORES  # urgent speech work goes first (pipeline/cores.py)
 
     @classmethod
     def shared(cls, config: LocalModelConfig) -> LlamaEngine:
@@ -262,6 +264,7 @@ class LlamaEngine:
         llm.n_tokens = keep  # the next eval drops anything held beyond this
         step = self.config.prefill_chunk
         for start in range(keep, len(tokens), step):
+            self.cores.yield_to_urgent()
             if cancel.is_set():
                 raise Stopped
             llm.eval(tokens[start : start + step].tolist())
@@ -369,11 +372,13 @@ class _Turn:
                 messages.pop(0)  # never start with a tool result whose call was dropped
 
     def produced(self) -> None:
-        """Count one sampled token; between tokens is where a cancelled turn stops."""
+        """Count one sampled token; between tokens is where a cancelled turn stops, and where the next token
+        waits for urgent speech work (pipeline/cores.py)."""
         if self.cancel.is_set():
             raise Stopped
         self.generated += 1
         self.engine.stats.generated_tokens += 1
+        self.engine.cores.yield_to_urgent()
 
     def sample(self, tokens: Tokens, *, temperature: float) -> Iterator[int]:
         """Free text after `tokens`, ending before an end-of-turn token.

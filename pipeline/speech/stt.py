@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.cores import CORES
 from pipeline.speech.loaded import Loaded
 from pipeline.speech.model_assets import WhisperName, whisper_model_dir
 from pipeline.speech.whisper_window import decode, fits, looks_cut_short, max_new_tokens, speech_seconds
@@ -141,6 +142,10 @@ class WhisperSTT:
         elif language is not None:
             language = language.replace("_", "-").split("-")[0].lower()
         model = self._model.get()
+        with CORES.urgent():  # a caller waits for every transcript: the LLM holds back (pipeline/cores.py)
+            return self._transcribe(model, audio, language)
+
+    def _transcribe(self, model: Any, audio: NDArray[np.float32], language: str | None) -> Transcript:
         start = time.perf_counter()
         window = None
         if fits(len(audio), self.encoder_frames):

@@ -15,6 +15,7 @@ worker never blocks on it, so a slow listener cannot hold the shared thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -29,6 +30,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
+from pipeline.cores import CORES
 from pipeline.speech.loaded import Loaded, onnx_session
 from pipeline.speech.model_assets import piper_voice_path
 
@@ -98,9 +100,12 @@ class PiperTTS:
             yield np.asarray(audio, dtype=np.int16).reshape(-1)
 
     async def stream(
-        self, text: str, rate: int, stats: SynthesisStats | None = None
+        self, text: str, rate: int, stats: SynthesisStats | None = None, *, urgent: bool = False
     ) -> AsyncIterator[NDArray[np.int16]]:
-        """Int16 chunks at `rate` Hz (8000 or 16000, or the native rate), synthesized on the voice's thread."""
+        """Int16 chunks at `rate` Hz (8000 or 16000, or the native rate), synthesized on the voice's thread.
+
+        `urgent`: a caller is waiting for this audio (a reply's first chunk), so the LLM holds back its next
+        tokens until the first sentence is synthesized (pipeline/cores.py)."""
         stats = stats if stats is not None else SynthesisStats()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[NDArray[np.int16] | BaseException | None] = asyncio.Queue()
@@ -110,10 +115,14 @@ class PiperTTS:
 
         def produce() -> None:
             try:
-                for chunk in self.synthesize(text):
-                    if stop.is_set():
-                        return
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                with contextlib.ExitStack() as urgency:
+                    if urgent:
+                        urgency.enter_context(CORES.urgent())
+                    for chunk in self.synthesize(text):
+                        urgency.close()  # the first audio is out: what follows plays after it, not urgent
+                        if stop.is_set():
+                            return
+                        loop.call_soon_threadsafe(queue.put_nowait, chunk)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:

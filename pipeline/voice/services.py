@@ -15,6 +15,8 @@ service): `push_start_frame=True` (the base opens the audio context and queues `
 aggregation of LLM text (`TextAggregationMode.SENTENCE`, so `run_tts` gets one sentence, or one whole
 `TTSSpeakFrame`; but a reply's first chunk ends at its first clause, see clauses.py), and `run_tts` only
 yields `TTSAudioRawFrame`s (40 ms pieces at the output rate) and `ErrorFrame`s into the audio context.
+A reply's first chunk is synthesized as urgent work (the caller waits for it; pipeline/cores.py), so a local
+LLM holds back its next tokens until that chunk's audio is out.
 
 Interruption. `run_tts` runs in the processor's frame task, which pipecat cancels on `InterruptionFrame`
 and awaits before it passes the interruption on. Piper cannot stop inside a sentence, so synthesis runs in
@@ -269,10 +271,10 @@ class PiperTTSService(TTSService):
     def can_generate_metrics(self) -> bool:
         return True
 
-    async def _synthesize(self, text: str, queue: asyncio.Queue[_Chunk]) -> None:
+    async def _synthesize(self, text: str, queue: asyncio.Queue[_Chunk], *, urgent: bool) -> None:
         """Piper's chunks (one per sentence) into `queue`, then None; cancelled, stops after the sentence."""
         try:
-            async for pcm in self._tts.stream(text, rate=self.sample_rate, stats=SynthesisStats()):
+            async for pcm in self._tts.stream(text, rate=self.sample_rate, stats=SynthesisStats(), urgent=urgent):
                 queue.put_nowait(pcm)
         except Exception as exc:  # handed to run_tts
             queue.put_nowait(exc)
@@ -287,12 +289,13 @@ class PiperTTSService(TTSService):
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         start = self._clock()
+        first_chunk = not self.timings or self.timings[-1].context_id != context_id  # the caller waits for it
         timing = SynthesisTiming(context_id, text)
         self.timings.append(timing)
         await self._settle()
         await self.start_tts_usage_metrics(text)
         queue: asyncio.Queue[_Chunk] = asyncio.Queue()  # bounded by the text: one entry per sentence
-        self._synthesis = self.create_task(self._synthesize(text, queue), "piper")
+        self._synthesis = self.create_task(self._synthesize(text, queue, urgent=first_chunk), "piper")
         step = 2 * max(1, self.sample_rate * self._chunk_ms // 1000)
         finished = False
         try:
