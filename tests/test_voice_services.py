@@ -239,6 +239,28 @@ async def test_a_reply_is_spoken_first_clause_then_sentences() -> None:
     assert await chunks_of(aggregator, "Okay, tell me.") == ["Okay,", "tell me."]
 
 
+async def test_a_long_opening_without_a_clause_is_cut_before_a_joining_word() -> None:
+    aggregator = FirstClauseAggregator()
+    reply = "You can pick up your order at the counter when it is ready. Then we will text you when it ships."
+    assert await chunks_of(aggregator, reply) == [
+        "You can pick up your order",  # six words, then "at": the caller hears this while the rest is written
+        "at the counter when it is ready.",
+        "Then we will text you when it ships.",  # later sentences stay whole
+    ]
+    assert await chunks_of(aggregator, "We open at nine on Saturday.") == ["We open at nine on Saturday."]
+    assert await chunks_of(aggregator, "Yes, you can pick up your order in twenty minutes.") == [
+        "Yes,", "you can pick up your order in twenty minutes.",
+    ]  # fmt: skip
+    # a sentence mark still pending ("Dr.") leaves the decision to the sentence rules
+    assert await chunks_of(aggregator, "Dr. Smith and his team will see you at noon.") == [
+        "Dr. Smith and his team will see you at noon."
+    ]
+    # no cut until a joining word comes: here "and", after six words
+    assert await chunks_of(aggregator, "We had nine large orders yesterday and more today.") == [
+        "We had nine large orders yesterday", "and more today.",
+    ]  # fmt: skip
+
+
 class UrgencyNotingPiper(PiperTTS):
     """The real Piper voice, noting which texts were synthesized as urgent (pipeline/cores.py)."""
 

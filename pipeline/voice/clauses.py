@@ -8,8 +8,13 @@ after an opening clause sounds natural. Later clauses stay inside their sentence
 costs Piper's phrase-final intonation and a possible gap), so only the first chunk of a reply is cut
 short.
 
-A clause ends at `,` `;` or `:` followed by a space (so "1,000" and "10:30" are never split). A reply
-ends at the TTS's `flush()` (the LLM response ended) or an interruption; the next one starts fresh.
+A clause ends at `,` `;` or `:` followed by a space (so "1,000" and "10:30" are never split). A long
+opening with no such mark ("You can pick up your order at the counter when it is ready.") is cut before a
+joining word (`BREAK_WORDS`: "to", "when", "and" ...) once it has `MIN_OPENING_WORDS` words: otherwise the
+caller waits for every token of a long first sentence (seen: ~1 s more from the first token to the first
+audio than for a reply that opens with a clause). The cut falls where a speaker may pause anyway; Piper
+gives the first part a phrase-final fall, the price of the earlier audio. A reply ends at the TTS's
+`flush()` (the LLM response ended) or an interruption; the next one starts fresh.
 """
 
 from __future__ import annotations
@@ -20,6 +25,27 @@ from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
 CLAUSE_ENDINGS = frozenset(",;:")
+SENTENCE_ENDINGS = frozenset(".!?")
+MIN_OPENING_WORDS = 6  # words before a joining word before a long opening is cut there
+BREAK_WORDS = frozenset(
+    {"and", "or", "but", "so", "to", "for", "with", "from", "at", "on", "in", "by", "when", "where", "while",
+     "because", "if", "until", "after", "before", "since", "which", "that", "who"}
+)  # fmt: skip
+
+
+def long_opening_cut(text: str) -> tuple[str, str] | None:
+    """(`head`, `word`) when `text` has just completed a joining `word` after `MIN_OPENING_WORDS` words of an
+    opening with no sentence mark yet; None otherwise."""
+    words = text.split()
+    if len(words) <= MIN_OPENING_WORDS or text[-1:].isspace():
+        return None
+    word = words[-1]
+    if word.lower() not in BREAK_WORDS:
+        return None
+    head = text[: len(text) - len(word)].rstrip()
+    if any(c in SENTENCE_ENDINGS for c in head) or not any(c.isalnum() for c in head):
+        return None  # a sentence mark pending ("Dr.", "$9.99"): the sentence rules decide
+    return head, word
 
 
 class FirstClauseAggregator(SimpleTextAggregator):
@@ -35,6 +61,15 @@ class FirstClauseAggregator(SimpleTextAggregator):
                 yield aggregation
             return
         for char in text:
+            cut = long_opening_cut(self._text) if not self._spoke and char.isspace() else None
+            if cut is not None:
+                head, word = cut
+                await self.reset()  # type: ignore[no-untyped-call]
+                self._spoke = True
+                yield Aggregation(text=head, type=TextType.SENTENCE)
+                async for aggregation in super().aggregate(word + char):  # the joining word opens the rest
+                    yield aggregation
+                continue
             if not self._spoke and char.isspace() and self._text[-1:] in CLAUSE_ENDINGS:
                 clause = self._text.strip()
                 if any(c.isalnum() for c in clause):
