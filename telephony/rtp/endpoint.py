@@ -272,6 +272,11 @@ def _percentile(values: deque[float], q: float) -> float:
     return float(np.quantile(np.fromiter(values, dtype=np.float64), q)) if values else 0.0
 
 
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 class RtpEndpoint:
     """Use ``await RtpEndpoint.open(pool, ...)``; ``close()`` when the call ends."""
 
@@ -308,7 +313,9 @@ class RtpEndpoint:
         self._rtcp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sent = asyncio.Event()  # set after every tick, for tests and for playback tracking
-        self._talkspurt = asyncio.Event()  # audio was queued while the sender was idle: send it now
+        # While the idle pacer waits for its next tick: resolved True when audio is queued (a talkspurt: send it
+        # now), False by the tick's timer. One future and one timer per idle tick, no task or exception.
+        self._idle_wait: asyncio.Future[bool] | None = None
         self.epoch = self._loop.time()  # when pacing tick 0 is due (reset as the pacer starts)
         self.playout_tick = 0  # the pacing tick of the received frame `audio()` yielded last
         self.tap: RecordingTap | None = None  # the call's recorder, while it is being recorded
@@ -423,8 +430,9 @@ class RtpEndpoint:
         """Queue 8 kHz int16 PCM; it goes out in 20 ms packets. Full buffer → the oldest frames are dropped."""
         idle = self.sender.idle
         self.sender.enqueue(pcm)
-        if idle and self.sender.frames and not self.sender.paused:
-            self._talkspurt.set()
+        wake = self._idle_wait
+        if idle and self.sender.frames and not self.sender.paused and wake is not None and not wake.done():
+            wake.set_result(True)
 
     def clear_buffer(self) -> int:
         """Barge-in: drop every queued frame at once; returns how many were dropped."""
@@ -474,16 +482,17 @@ class RtpEndpoint:
 
     async def _talkspurt_before(self, wait_s: float) -> bool:
         """Sleep ``wait_s`` (until the next tick); True, sooner, when a talkspurt's first audio is queued."""
-        self._talkspurt.clear()
         if not self.sender.idle:
             await asyncio.sleep(wait_s)
             return False
+        wake: asyncio.Future[bool] = self._loop.create_future()
+        self._idle_wait = wake
+        timer = self._loop.call_later(wait_s, _resolve, wake, False)
         try:
-            async with asyncio.timeout(wait_s):
-                await self._talkspurt.wait()
-        except TimeoutError:
-            return False
-        return True
+            return await wake
+        finally:
+            timer.cancel()
+            self._idle_wait = None
 
     def _record(self, payload: bytes, tick: int) -> None:
         assert self.tap is not None
