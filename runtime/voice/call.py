@@ -56,7 +56,6 @@ from pipecat.workers.runner import WorkerRunner
 from pipeline.speech.turn import TurnDetector
 from pipeline.voice.leg import AudioLeg
 from pipeline.voice.playback import Heard
-from pipeline.voice.services import WhisperSTTService
 from pipeline.voice.transport import LegTransport
 from pipeline.voice.turn_analyzer import SharedSmartTurn, TranscriptAwareTurnStop
 from runtime.brain import AgentBrain
@@ -223,8 +222,6 @@ class VoiceCall(TurnListener):
         self.vad = EarlySpeechSileroVAD(
             params=VADParams(start_secs=self.settings.vad_start_s, stop_secs=self.settings.vad_stop_s),
             on_early_speech=self.turn_start.early_speech,
-            # Whisper starts on the speech so far ~64 ms into a pause instead of at the VAD's 200 ms stop
-            on_early_silence=stt.speculate if isinstance(stt, WhisperSTTService) else None,
         )
         context = LLMContext()
         self._aggregators = LLMContextAggregatorPair(
