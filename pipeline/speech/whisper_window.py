@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.speech.levels import window_rms
+
 HOP_SAMPLES = 160  # one log-Mel frame at 16 kHz (10 ms)
 FULL_FRAMES = 3000  # faster-whisper's (and Whisper's) 30 s window
 NO_SPEECH_THRESHOLD = 0.6  # faster-whisper's defaults for its no-speech rule
@@ -62,11 +64,10 @@ def fits(samples: int, frames: int, margin_s: float = 0.5) -> bool:
 def speech_seconds(audio: NDArray[np.float32]) -> float:
     """How much of `audio` (16 kHz float32) is speech: 20 ms windows above the floor and within 30 dB of the
     loud ones (so pre-roll, pauses and the trailing pad do not count)."""
-    windows = len(audio) // 320
-    if windows == 0:
+    rms = window_rms(audio, 320)
+    if len(rms) == 0:
         return 0.0
-    frames = audio[: windows * 320].astype(np.float64).reshape(windows, 320)
-    level = 20.0 * np.log10(np.maximum(np.sqrt(np.mean(frames * frames, axis=1)), 1e-6))
+    level = 20.0 * np.log10(np.maximum(rms, 1e-6))
     floor = max(SPEECH_FLOOR_DBFS, float(np.percentile(level, 90)) - 30.0)
     return float(np.count_nonzero(level > floor)) * 0.02
 

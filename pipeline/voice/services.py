@@ -55,6 +55,7 @@ from pipecat.services.tts_service import TextAggregationMode, TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+from pipeline.speech.levels import window_rms
 from pipeline.speech.stt import SAMPLE_RATE as WHISPER_RATE
 from pipeline.speech.stt import WhisperSTT
 from pipeline.speech.tts import PiperTTS, SynthesisStats
@@ -101,12 +102,10 @@ def speech_level_dbfs(pcm: NDArray[np.int16], rate: int = WHISPER_RATE, window_m
     A percentile, not the mean, so pre-roll and the trailing pad do not dilute a short word; not the
     maximum, so one click does not count as speech. Digital silence is -120 dBFS.
     """
-    size = rate * window_ms // 1000
-    windows = len(pcm) // size
-    if windows == 0:
+    levels = window_rms(pcm, rate * window_ms // 1000)
+    if len(levels) == 0:
         return -120.0
-    frames = pcm[: windows * size].astype(np.float64).reshape(windows, size) / 32768.0
-    rms = float(np.percentile(np.sqrt(np.mean(frames * frames, axis=1)), 90))
+    rms = float(np.percentile(levels, 90))
     return max(-120.0, 20.0 * float(np.log10(max(rms, 1e-6))))
 
 

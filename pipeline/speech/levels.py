@@ -1,0 +1,17 @@
+"""Loudness of audio in short windows: what the STT's silence floor and its speech measure both read."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+def window_rms(audio: NDArray[np.int16] | NDArray[np.float32], size: int) -> NDArray[np.float64]:
+    """RMS of each whole `size`-sample window of mono audio, full scale 1.0 (int16 is scaled by 1/32768);
+    a partial last window is left out."""
+    windows = len(audio) // size
+    frames = np.asarray(audio[: windows * size], dtype=np.float64).reshape(windows, size)
+    if np.asarray(audio).dtype == np.int16:
+        frames /= 32768.0
+    rms: NDArray[np.float64] = np.sqrt(np.mean(frames * frames, axis=1)) if windows else np.zeros(0)
+    return rms
