@@ -19,6 +19,7 @@ from pipeline.llm.scripted import ScriptedLLM
 from pipeline.llm.types import ChatMessage, ToolCall, ToolSpec
 from pipeline.speech.turn import TurnDetector
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
+from pipeline.voice.turn_analyzer import TranscriptAwareTurnStop
 from runtime.events import ConversationEvent
 from runtime.voice.brain_processor import TurnRecord, _is_markup
 from runtime.voice.call import REMINDER, TRANSFER_FAILED, VoiceCall, VoiceSettings
@@ -385,7 +386,8 @@ def test_the_pause_starts_when_the_audio_goes_quiet_not_when_silero_lets_go() ->
     params = VADParams(stop_secs=0.2)  # pipecat counts round(0.2 / 0.032) = 6 quiet windows
     silence_after = np.zeros(16000, np.int16)
     # The real Silero: at most the 6 counted windows after the speech (the count may start in its faint tail).
-    assert windows_to_quiet(EarlySpeechSileroVAD(params=params), silence_after) <= 6
+    real = windows_to_quiet(EarlySpeechSileroVAD(params=params), silence_after)
+    assert real is not None and real <= 6
     assert windows_to_quiet(_LingeringEarly(params=params), silence_after) == 6
     lingering = windows_to_quiet(_Lingering(params=params), silence_after)  # pipecat alone: until the loudness fades
     assert lingering is None or lingering > 6
@@ -396,17 +398,50 @@ def test_the_pause_starts_when_the_audio_goes_quiet_not_when_silero_lets_go() ->
     )
 
 
+def test_the_start_of_a_pause_is_reported_two_windows_in_and_once() -> None:
+    """`on_early_silence` comes 2 windows (64 ms) into a pause, 4 windows before pipecat calls it (QUIET),
+    and once per pause: a word between two pauses makes a second report."""
+    reports: list[int] = []
+    window = 0
+    vad = _LingeringEarly(params=VADParams(stop_secs=0.2), on_early_silence=lambda: reports.append(window))
+    vad.set_sample_rate(16000)
+    vad._loop = _Immediate()  # type: ignore[assignment]  # the callback as soon as it is scheduled
+    # "speech": a second of loud noise, so that only the pauses between are quiet (the stand-in is confident)
+    speech = np.random.default_rng(2).normal(0, 3000, 512 * 31).astype(np.int16)
+    pause = np.zeros(512 * 3, np.int16)  # shorter than the VAD's stop: the caller goes on
+    pcm = np.concatenate([speech, pause, speech, np.zeros(16000, np.int16)])
+    states = []
+    for window in range(len(pcm) // 512):
+        states.append(vad._run_analyzer(pcm[window * 512 : (window + 1) * 512].tobytes()))
+    first_pause, second_pause = len(speech) // 512, (2 * len(speech) + len(pause)) // 512
+    assert reports == [first_pause + 1, second_pause + 1]  # the pauses' second windows
+    assert states.index(VADState.QUIET, second_pause) == second_pause + 5  # pipecat's stop: 6 windows
+    assert vad.early_silences == 2
+
+
+class _Immediate:
+    """An event loop stand-in that runs `call_soon_threadsafe` callbacks at once (the VAD thread's view)."""
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        callback(*args)
+
+
 async def smart_turn_call(
-    detector: TurnDetector, speech: list[np.ndarray[Any, np.dtype[np.int16]]], transcripts: list[str], pause_s: float
+    detector: TurnDetector,
+    speech: list[np.ndarray[Any, np.dtype[np.int16]]],
+    transcripts: list[str],
+    pause_s: float,
+    ttft_s: float = 0.0,
+    **settings: Any,
 ) -> tuple[Any, VoiceCall]:
-    """A call with Smart Turn whose caller says each of `speech` with `pause_s` between; the one answer."""
+    """A call with Smart Turn whose caller says each of `speech` with `pause_s` between; the answers ("Sure.",
+    `ttft_s` after the turn ends)."""
     leg = FakeLeg()
-    agent_brain = brain(agent(greeting=None), deps(scripted("Sure.")), channel="voice")
+    agent_brain = brain(agent(greeting=None), deps(scripted("Sure.", "Sure.", ttft_s=ttft_s)), channel="voice")
     tts = ScriptedTTSService(ms_per_char=5.0)
-    settings = VoiceSettings(idle_s=30, max_silence_s=1.2)
     call = VoiceCall(
         leg, Actions(leg), agent_brain, stt=ScriptedSTTService(transcripts, delay_s=0.05), tts=tts,
-        settings=settings, turn_detector=detector,
+        settings=VoiceSettings(idle_s=30, max_silence_s=1.2, **settings), turn_detector=detector,
     )  # fmt: skip
     task = asyncio.create_task(run_call(call))
     gaps = [silence(pause_s)] * (len(speech) - 1) + [silence(2.5)]
@@ -427,6 +462,20 @@ async def test_smart_turn_ends_a_finished_question_as_soon_as_its_transcript_is_
     assert waited < call.settings.turn_timeout_s, waited
 
 
+async def test_a_finished_turn_still_waits_for_the_pause_to_last() -> None:
+    """The transcript and Smart Turn's "finished" are in ~0.1 s after the VAD's stop, but `min_pause_s` (here a
+    long 0.7 s) since the last word has not passed: the turn end waits for it."""
+    question = _speech_8k("What time do you open on Saturday?")
+    result, call = await smart_turn_call(
+        TurnDetector(), [question], ["what time do you open on saturday"], 0.0, min_pause_s=0.7
+    )
+    (turn,) = result.turns
+    assert turn.speech_end_at is not None
+    waited = turn.started - turn.speech_end_at  # from the VAD's stop, 0.2 s into the pause
+    assert 0.5 - 0.01 <= waited < 0.5 + 0.3, waited
+    assert isinstance(call.turn_stop, TranscriptAwareTurnStop) and call.turn_stop.holds == 1
+
+
 async def test_a_question_ends_its_turn_even_when_smart_turn_hears_it_unfinished() -> None:
     """Smart Turn scores espeak-ng's "What is your phone number?" 0.10; the transcript's question mark ends the
     turn without the 1.2 s ceiling (a threshold the model never reaches stands in for the misjudgment)."""
@@ -435,8 +484,24 @@ async def test_a_question_ends_its_turn_even_when_smart_turn_hears_it_unfinished
     result, call = await smart_turn_call(never_finished, [question], ["What is your phone number?"], 0.0)
     (turn,) = result.turns
     assert turn.speech_end_at is not None
-    waited = turn.started - turn.speech_end_at
-    assert waited < call.settings.turn_timeout_s, waited
+    waited = turn.started - turn.speech_end_at  # from the VAD's stop, 0.2 s into the pause
+    question_wait = call.settings.question_pause_s - call.settings.vad_stop_s  # the question rule's longer pause
+    assert question_wait - 0.01 <= waited < question_wait + 0.3, waited
+
+
+async def test_words_after_a_turn_ended_too_soon_are_answered_with_it() -> None:
+    """ "Can I talk to a person, please?" with a 0.25 s pause at the comma: Smart Turn calls "Can I talk to a
+    person" finished (0.99), its transcript is in, and the turn ends at the comma. "please" then cuts that turn
+    off before any of its reply was heard; the caller is still saying one thing, so the next turn answers
+    both parts, and the cut-off turn leaves nothing in the history (seen in CI: the transfer was lost)."""
+    parts = [_speech_8k("Can I talk to a person"), _speech_8k("please?")]
+    transcripts = ["Can I talk to a person?", "please?"]
+    result, call = await smart_turn_call(TurnDetector(), parts, transcripts, 0.25, ttft_s=0.6)  # a model's pace
+    *cut, turn = result.turns
+    assert turn.user_text == "Can I talk to a person? please?"
+    assert [c.interrupted and c.first_audio_at is None for c in cut] == [True]
+    assert [m.content for m in call.brain.history if m.role == "user"] == ["Can I talk to a person? please?"]
+    assert call.brain_processor.continued == 1
 
 
 async def test_smart_turn_keeps_an_unfinished_turn_open_across_a_pause() -> None:

@@ -14,6 +14,7 @@ import re
 import time
 import wave
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,6 +168,59 @@ async def test_whisper_service_transcribes_speech_segments_and_not_silence(whisp
     assert said.audio_s >= len(question) / RATE + 0.5  # the base pads each segment with 0.5 s of silence
     assert 0 < said.transcribe_s <= said.ready_s < 5.0
     print(f"\nSTT: {said.audio_s:.2f} s segment, ready {1000 * said.ready_s:.0f} ms after the VAD stop")
+
+
+async def buffered(stt: WhisperSTTService, samples: int) -> None:
+    """Wait until the service has buffered `samples` of the current speech (the frames went through)."""
+    async with asyncio.timeout(5):
+        while len(stt._audio_buffer) < 2 * samples:  # noqa: ASYNC110 - the buffer has no event to wait on
+            await asyncio.sleep(0.005)
+
+
+async def test_a_pause_that_lasts_is_transcribed_from_its_start(whisper: WhisperSTT) -> None:
+    """`speculate()` (the VAD: ~64 ms of quiet) starts Whisper on the speech so far; the VAD's stop 200 ms
+    later brings the same speech and only silence after it, so that transcript is the segment's."""
+    stt = WhisperSTTService(whisper, "en")
+    seen = Collector()
+    speech = pad(speech_pcm(QUESTION, RATE), 0.1, 0.06, RATE)
+    *said, stop = segment(speech)
+    quiet = segment(np.zeros(RATE // 5, np.int16))[1:-1]  # the rest of the pause: 200 ms
+    async with Run([stt, seen]) as run:
+        await run.queue(*said)
+        await buffered(stt, len(speech))
+        stt.speculate()
+        await run.queue(*quiet, stop)
+        await seen.until(lambda: bool(seen.of(TranscriptionFrame)), within=15)
+    [transcript] = seen.of(TranscriptionFrame)
+    assert "saturday" in words(transcript.text)
+    [timing] = stt.timings
+    assert timing.speculated and stt.speculations == 1
+
+
+async def test_speech_after_the_speculation_is_transcribed_with_it(whisper: WhisperSTT) -> None:
+    """The caller only drew breath: the speculated transcript of "Hello," is dropped, and the segment, with
+    the words after the breath, is transcribed whole."""
+    stt = WhisperSTTService(whisper, "en")
+    seen = Collector()
+    hello, question = speech_pcm("Hello,", RATE), speech_pcm("who makes your bread?", RATE)
+    breath = np.zeros(RATE // 10, np.int16)
+    frames = segment(np.concatenate([hello, breath, question, np.zeros(RATE // 5, np.int16)]))
+    before_breath = 1 + (len(hello) + len(breath)) // FRAME
+    async with Run([stt, seen]) as run:
+        await run.queue(*frames[:before_breath])
+        await buffered(stt, len(hello))
+        stt.speculate()
+        await run.queue(*frames[before_breath:])
+        await seen.until(lambda: bool(seen.of(TranscriptionFrame)), within=15)
+    [transcript] = seen.of(TranscriptionFrame)
+    assert {"hello", "bread"} <= words(transcript.text), transcript.text
+    assert stt.speculations == 1 and not stt.timings[0].speculated
+
+
+async def test_no_speculation_without_speech() -> None:
+    stt = WhisperSTTService(WhisperSTT("tiny.en", Path(".flowyte")), "en")
+    stt.speculate()  # not started, nobody speaking
+    assert stt.speculations == 0
 
 
 async def test_words_after_a_short_pause_keep_their_onset_and_the_turn_open(whisper: WhisperSTT) -> None:

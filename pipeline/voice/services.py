@@ -9,6 +9,13 @@ a WAV container is decoded too. A segment whose speech level is below `silence_d
 and known silence hallucinations ("you", "Thank you.") are dropped when the segment is quiet
 (below `quiet_dbfs`). Every segment leaves a `SegmentTiming` in `timings` (VAD stop → transcript ready).
 
+Speculation. The VAD calls a pause only after `stop_secs` (200 ms) of silence, and the transcript is what
+the turn waits for. So when the caller has been quiet for ~64 ms (`speculate()`, from the VAD's
+`on_early_silence`), what they said so far is transcribed at once, as the segment would be if the pause
+lasted. When the segment comes and holds exactly that speech and nothing but quiet after it, that transcript
+is used (often already done); when the caller went on talking, it is dropped (one wasted transcription on the
+shared Whisper thread, done before the real segment is normally due).
+
 `PiperTTSService` is a `TTSService` with pipecat 1.14's HTTP-style contract (as pipecat's own Piper
 service): `push_start_frame=True` (the base opens the audio context and queues `TTSStartedFrame` before
 `run_tts`), `push_stop_frames=True` (the base queues `TTSStoppedFrame` when the context ends), sentence
@@ -57,7 +64,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from pipeline.speech.levels import window_rms
 from pipeline.speech.stt import SAMPLE_RATE as WHISPER_RATE
-from pipeline.speech.stt import WhisperSTT
+from pipeline.speech.stt import Transcript, WhisperSTT
 from pipeline.speech.tts import PiperTTS, SynthesisStats
 from pipeline.voice.clauses import FirstClauseAggregator
 
@@ -135,6 +142,16 @@ class SegmentTiming:
     ready_s: float  # VAD stop -> transcript ready: waiting for earlier segments, the worker, inference
     text: str  # what Whisper heard ("" when not transcribed)
     kept: bool  # whether a TranscriptionFrame was pushed
+    speculated: bool = False  # the transcript was started at the start of the pause (`speculate`)
+
+
+@dataclass
+class _Speculation:
+    """A transcription started at the start of a pause: of `audio`, the segment buffer at that moment."""
+
+    audio: bytes
+    level_dbfs: float
+    task: asyncio.Future[Transcript]
 
 
 class WhisperSTTService(SegmentedSTTService):
@@ -163,6 +180,8 @@ class WhisperSTTService(SegmentedSTTService):
         self._quiet_dbfs = quiet_dbfs
         self._clock = clock
         self._stops: deque[float] = deque()  # VAD stop times of the segments queued for `run_stt`
+        self._speculation: _Speculation | None = None
+        self.speculations = 0  # started, in all
         self.timings: list[SegmentTiming] = []
 
     @property
@@ -198,6 +217,32 @@ class WhisperSTTService(SegmentedSTTService):
         await super()._handle_user_stopped_speaking(frame)  # type: ignore[no-untyped-call]
         self._audio_buffer[:0] = tail
 
+    def speculate(self) -> None:
+        """The caller went quiet mid-turn: transcribe what they said so far now, in case the pause lasts."""
+        if not self._user_speaking or self._stops or not self.is_usable:
+            return  # no speech being buffered, or a segment already waiting for the Whisper thread
+        if self._speculation is not None and not self._speculation.task.done():
+            return  # one at a time
+        audio = bytes(self._audio_buffer)
+        pcm = segment_pcm(audio + self._trailing_silence(), self.sample_rate)
+        level = speech_level_dbfs(pcm)
+        if level < self._silence_dbfs:
+            return
+        self.speculations += 1
+        task = asyncio.ensure_future(self._stt.transcribe_async(pcm, self._language))
+        task.add_done_callback(_consume_exception)  # a dropped speculation's failure is not an error
+        self._speculation = _Speculation(audio, level, task)
+
+    def _speculated(self, audio: bytes) -> _Speculation | None:
+        """The speculation that transcribed this segment's speech: the segment is the speculated audio plus
+        only quiet (the rest of the pause, and the trailing pad), 20 dB and more under the speech."""
+        speculation, self._speculation = self._speculation, None
+        if speculation is None or not audio.startswith(speculation.audio) or speculation.task.cancelled():
+            return None
+        after = segment_pcm(audio[len(speculation.audio) :], self.sample_rate)
+        quiet = speech_level_dbfs(after) < max(self._silence_dbfs, speculation.level_dbfs - 20.0)
+        return speculation if quiet else None
+
     def keeps(self, text: str, level_dbfs: float) -> bool:
         """Whether a transcript is speech worth a turn: words, and not a hallucination on quiet audio."""
         words = spoken_words(text)
@@ -214,13 +259,28 @@ class WhisperSTTService(SegmentedSTTService):
             self.timings.append(SegmentTiming(audio_s, level, 0.0, self._clock() - stopped, "", False))
             return
         await self.start_processing_metrics()
-        transcript = await self._stt.transcribe_async(pcm, self._language)
+        speculation = self._speculated(audio)
+        transcript: Transcript | None = None
+        if speculation is not None:
+            try:
+                transcript = await speculation.task
+            except Exception:  # transcribed again below, and failing there is reported
+                speculation = None
+        if transcript is None:
+            transcript = await self._stt.transcribe_async(pcm, self._language)
         await self.stop_processing_metrics()
         text = transcript.text.strip()
         kept = self.keeps(text, level)
-        self.timings.append(SegmentTiming(audio_s, level, transcript.elapsed_s, self._clock() - stopped, text, kept))
+        ready = self._clock() - stopped
+        timing = SegmentTiming(audio_s, level, transcript.elapsed_s, ready, text, kept, speculation is not None)
+        self.timings.append(timing)
         if kept:
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), _language(transcript.language))
+
+
+def _consume_exception(task: asyncio.Future[Transcript]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 # --- text to speech ---------------------------------------------------------------------------------

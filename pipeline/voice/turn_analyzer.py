@@ -14,20 +14,38 @@ only for what it heard as a whole question), the turn ends then, whatever Smart 
 this subclass only supplies the prediction. pipecat's own `LocalSmartTurnAnalyzerV3` opens an ONNX session
 and a thread per instance, that is per call; here every call uses `pipeline.speech.turn.TurnDetector`'s
 session and its single worker thread (a prediction costs ~30 ms on one core).
+
+A turn never ends sooner than `min_pause_s` after the caller's last word (the VAD's stop time less its
+`stop_secs`), and one the question rule ends over Smart Turn's "unfinished" not sooner than
+`question_pause_s`. Once the transcript was what the turn waited for, and it took ~0.3 s after the VAD's
+0.2 s stop; transcribed speculatively from the start of the pause (`WhisperSTTService.speculate`), it can be
+ready at the stop, and "Can I talk to a person, please?" - a ~0.2 s pause at the comma, where Whisper
+writes "Can I talk to a person?" - ended at the comma before "please" was heard. So the turn end waits for
+the pause to have lasted. A new onset within it (`early_speech()`, from `EarlySpeechSileroVAD`, ~0.1 s into
+the speech, before the VAD's verdict) holds the end until the VAD confirms speech (pipecat then drops the
+end) or `RESUMED_HOLD_S` passes without it (a click, a cough).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
-from pipecat.frames.frames import TranscriptionFrame
+from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 
 from pipeline.speech.turn import SAMPLE_RATE, TurnDetector
+
+MIN_PAUSE_S = 0.3
+QUESTION_PAUSE_S = 0.45
+RESUMED_HOLD_S = 0.5  # as `turn_start.EARLY_HOLD_S`: an onset the VAD has not confirmed by then was no speech
 
 
 class SharedSmartTurn(BaseSmartTurn):
@@ -53,11 +71,85 @@ class SharedSmartTurn(BaseSmartTurn):
 
 
 class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
-    """pipecat's Smart Turn stop strategy; a final transcript that asks a question also ends the turn."""
+    """pipecat's Smart Turn stop strategy; a final transcript that asks a question also ends the turn, and no
+    turn ends before the caller's pause has lasted (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        turn_analyzer: BaseTurnAnalyzer,
+        min_pause_s: float = MIN_PAUSE_S,
+        question_pause_s: float = QUESTION_PAUSE_S,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(turn_analyzer=turn_analyzer, **kwargs)
+        self.min_pause_s = min_pause_s
+        self.question_pause_s = question_pause_s
+        self._clock = clock
+        self._speech_end: float | None = None  # the caller's last word, while they are quiet
+        self._resumed_at: float | None = None  # an early onset during this pause
+        self._pause_needed = min_pause_s
+        self._held: asyncio.Task[None] | None = None
+        self.holds = 0  # turn ends that waited for the pause, in all
+
+    def early_speech(self) -> None:
+        """The VAD's first sign of speech (on the event loop): during a pause, the caller may be going on."""
+        if self._speech_end is not None and self._resumed_at is None:
+            self._resumed_at = self._clock()
+
+    async def _handle_vad_user_started_speaking(self, frame: VADUserStartedSpeakingFrame) -> None:
+        self._speech_end = self._resumed_at = None
+        await super()._handle_vad_user_started_speaking(frame)  # type: ignore[no-untyped-call]
+
+    async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
+        self._speech_end = self._clock() - frame.stop_secs
+        self._resumed_at = None
+        self._pause_needed = self.min_pause_s
+        await super()._handle_vad_user_stopped_speaking(frame)  # type: ignore[no-untyped-call]
 
     async def _handle_transcription(self, frame: TranscriptionFrame) -> None:
         await super()._handle_transcription(frame)  # type: ignore[no-untyped-call]
         asked = frame.text.rstrip().endswith("?")
         if asked and frame.finalized and self._vad_stopped and not self._vad_user_speaking and not self._turn_complete:
-            self._turn_complete = True
+            self._turn_complete = True  # over Smart Turn's "unfinished": the pause must be the longer one
+            self._pause_needed = max(self.min_pause_s, self.question_pause_s)
             await self._maybe_trigger_user_turn_stopped()  # type: ignore[no-untyped-call]
+
+    def _hold_left(self) -> float:
+        """Seconds until the pause is long enough to end the turn (0 or less: it is)."""
+        if self._speech_end is None:
+            return 0.0  # a turn ended without a pause (a transcript with no VAD, a forced stop)
+        now = self._clock()
+        left = self._speech_end + self._pause_needed - now
+        if self._resumed_at is not None:
+            left = max(left, self._resumed_at + RESUMED_HOLD_S - now)
+        return left
+
+    async def trigger_user_turn_stopped(self, *, enable_user_speaking_frames: bool | None = None) -> None:
+        if self._hold_left() <= 0:
+            await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
+        elif self._held is None:
+            self.holds += 1
+            self._held = self.task_manager.create_task(
+                self._end_after_hold(enable_user_speaking_frames), f"{self}::hold"
+            )
+
+    async def _end_after_hold(self, enable_user_speaking_frames: bool | None) -> None:
+        while (left := self._hold_left()) > 0:  # noqa: ASYNC110 - a deadline that an onset may move, not an event
+            await asyncio.sleep(left)
+        self._held = None  # before the turn ends: its reset would cancel this very task
+        if self._turn_complete:  # pipecat drops the end (and this task) when the VAD hears speech again
+            await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
+
+    async def _discard_pending_end_of_turn(self) -> None:
+        await super()._discard_pending_end_of_turn()  # type: ignore[no-untyped-call]
+        if self._held is not None:
+            held, self._held = self._held, None
+            await self.task_manager.cancel_task(held)
+
+    async def cleanup(self) -> None:
+        await super().cleanup()  # type: ignore[no-untyped-call]
+        if self._held is not None:
+            await self.task_manager.cancel_task(self._held)
+            self._held = None

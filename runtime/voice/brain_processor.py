@@ -13,6 +13,10 @@ brain keeps what was complete. What the caller actually heard is applied afterwa
 `TurnListener`; the call carries out transfers and hang-ups once the announcement has been played.
 A reply that opens like JSON is held until it is complete and not spoken if it is JSON: small local models
 sometimes write a tool call out as text, and a caller must never hear it read aloud.
+A caller who goes on talking after a turn has ended, before any of its reply reached them ("Can I talk to a
+person," - a pause the turn-taking took for the end - "please?"), is still saying one thing: the cut-off
+turn's words and the new ones are answered together, as one turn, and the cut-off turn leaves nothing in
+the brain's history (a turn that ran a tool stands as it is: its effects did happen).
 When no word of the reply has come after `filler_after_s` (a slow tool, a cold model), a short filler
 ("One moment.") is spoken so the caller is not left in silence.
 """
@@ -96,6 +100,8 @@ class BrainProcessor(FrameProcessor):
         self.turns = 0
         self._task: Any = None  # the asyncio.Task answering the current turn
         self._current: TurnRecord | None = None
+        self._last: TurnRecord | None = None  # the turn answered (or cut off) before the current one
+        self.continued = 0  # turns answered together with the cut-off turn before them
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -103,6 +109,7 @@ class BrainProcessor(FrameProcessor):
             text = last_user_text(frame.context.get_messages()).strip()
             if text:
                 await self._stop_turn()
+                text = self._continuing(text)
                 self._task = self.create_task(self._answer(text), name="brain-turn")
             return
         if isinstance(frame, InterruptionFrame):
@@ -115,15 +122,35 @@ class BrainProcessor(FrameProcessor):
 
     async def _stop_turn(self, *, interrupted: bool = False) -> None:
         task, self._task = self._task, None
-        if self._current is not None and interrupted:
+        if interrupted and self._current is not None:
             self._current.interrupted = True
+        elif interrupted and self._last is not None and self._last.first_audio_at is None:
+            self._last.interrupted = True  # written out, but cut before any of its audio went out
         if task is not None and not task.done():
             await self.cancel_task(task)
+
+    def _continuing(self, text: str) -> str:
+        """`text`, after the words of the turn before it when that turn was cut off unheard (see the module's
+        docstring); that turn's messages then leave the brain's history."""
+        cut = self._last
+        if cut is None or not cut.interrupted or cut.first_audio_at is not None or not cut.added:
+            return text
+        if cut.added[0].role != "user" or any(m.role != "assistant" or m.tool_calls for m in cut.added[1:]):
+            return text  # a tool ran (or was asked for): what it did stands
+        history = list(self.brain.history)
+        at = len(history) - len(cut.added)
+        # The call may already have taken the unheard reply out (`replace_last_reply`): then only the words are left.
+        tail = history[at:] if history[at:] == cut.added else history[-1:]
+        if tail[:1] != cut.added[:1]:
+            return text  # the history has moved on since: leave it be
+        self.brain.load_history(history[: len(history) - len(tail)])
+        self.continued += 1
+        return f"{cut.user_text} {text}"
 
     async def _answer(self, text: str) -> None:
         self.turns += 1
         turn = TurnRecord(self.turns, text, time.monotonic())
-        self._current = turn
+        self._current = self._last = turn
         before = len(self.brain.history)
         await self.listener.turn_started(turn)
         filler = self.create_task(self._filler(), name="brain-filler") if self.filler_after_s else None

@@ -4,9 +4,11 @@ The pipeline (pipecat; turn_start.py says how a caller takes the floor, backchan
 
     leg in (16 kHz) -> STT -> user turns (Silero VAD + Smart Turn) -> brain -> TTS -> leg out
 
-STT is segmented: it transcribes each stretch of speech as soon as the VAD reports the pause, while Smart Turn
+STT is segmented: it transcribes each stretch of speech as soon as the VAD reports the pause (Whisper starts
+on the speech so far ~64 ms into the pause, and that transcript is used if the pause lasts), while Smart Turn
 decides whether the caller has finished, so transcription overlaps endpointing. A turn the model calls
-finished ends as soon as its transcript is in, and so does one whose transcript asks a question; an unfinished
+finished ends as soon as its transcript is in, and so does one whose transcript asks a question, once the
+pause has lasted `min_pause_s` (`question_pause_s` for a question Smart Turn calls unfinished); an unfinished
 one waits for more speech, up to `max_silence_s` of silence. (Without the model, as with fakes, a fixed
 `turn_timeout_s` of silence.) The brain's reply streams into TTS clause by clause. The greeting is spoken
 first. A barge-in (pipecat's `InterruptionFrame`) clears the leg's buffer and cancels the brain's turn; the
@@ -56,8 +58,9 @@ from pipecat.workers.runner import WorkerRunner
 from pipeline.speech.turn import TurnDetector
 from pipeline.voice.leg import AudioLeg
 from pipeline.voice.playback import Heard
+from pipeline.voice.services import WhisperSTTService
 from pipeline.voice.transport import LegTransport
-from pipeline.voice.turn_analyzer import SharedSmartTurn, TranscriptAwareTurnStop
+from pipeline.voice.turn_analyzer import MIN_PAUSE_S, QUESTION_PAUSE_S, SharedSmartTurn, TranscriptAwareTurnStop
 from runtime.brain import AgentBrain
 from runtime.events import ConversationEvent
 from runtime.events import transfer as transfer_event
@@ -96,6 +99,10 @@ class VoiceSettings:
     # With Smart Turn (a `turn_detector`): silence after the VAD pause that ends a turn the model calls
     # unfinished ("I'd like to order a..."); a finished one ends as soon as its transcript is in.
     max_silence_s: float = 1.0
+    # With Smart Turn: no turn ends sooner than this after the caller's last word (a speculated transcript can be
+    # ready at the VAD's stop), nor one the question rule ends over Smart Turn's "unfinished" sooner than this
+    min_pause_s: float = MIN_PAUSE_S
+    question_pause_s: float = QUESTION_PAUSE_S
     turn_timeout_s: float = 0.35  # without a turn model: the silence after the VAD pause that ends a turn
     idle_s: float = 8.0  # silence before "Are you still there?"
     max_reminders: int = 2
@@ -219,9 +226,12 @@ class VoiceCall(TurnListener):
             on_backchannel=self.backchannels.drop_next,
             min_barge_in_s=self.settings.min_barge_in_s,
         )
+        self.turn_stop = self._turn_stop(turn_detector)
         self.vad = EarlySpeechSileroVAD(
             params=VADParams(start_secs=self.settings.vad_start_s, stop_secs=self.settings.vad_stop_s),
-            on_early_speech=self.turn_start.early_speech,
+            on_early_speech=self._early_speech,
+            # Whisper starts on the speech so far ~64 ms into a pause instead of at the VAD's 200 ms stop
+            on_early_silence=stt.speculate if isinstance(stt, WhisperSTTService) else None,
         )
         context = LLMContext()
         self._aggregators = LLMContextAggregatorPair(
@@ -231,7 +241,7 @@ class VoiceCall(TurnListener):
                 user_turn_strategies=UserTurnStrategies(
                     # A transcript outside a turn starts one, as in pipecat's defaults: words are never left over.
                     start=[self.turn_start, TranscriptionUserTurnStartStrategy()],
-                    stop=[self._turn_stop(turn_detector)],
+                    stop=[self.turn_stop],
                 ),
             ),
         )
@@ -265,7 +275,16 @@ class VoiceCall(TurnListener):
         if detector is None:
             return SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=self.settings.turn_timeout_s)
         analyzer = SharedSmartTurn(detector, max_silence_s=self.settings.max_silence_s)
-        return TranscriptAwareTurnStop(turn_analyzer=analyzer)
+        settings = self.settings
+        return TranscriptAwareTurnStop(
+            turn_analyzer=analyzer, min_pause_s=settings.min_pause_s, question_pause_s=settings.question_pause_s
+        )
+
+    def _early_speech(self) -> None:
+        """The VAD's first sign of speech: hold the agent's audio, and a turn end still waiting on the pause."""
+        self.turn_start.early_speech()
+        if isinstance(self.turn_stop, TranscriptAwareTurnStop):
+            self.turn_stop.early_speech()
 
     # --- frames the call watches ---------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:

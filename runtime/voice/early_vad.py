@@ -18,7 +18,12 @@ A window whose level is below `SILENCE_DBFS` (the line's own noise floor is well
 a caller's words are 30 dB and more above it) scores 0 for pipecat's state machine. Silero still sees every
 window, so its state stays what it would have been.
 
-Windows are scored on pipecat's VAD executor thread; the callback is handed to the event loop.
+The start of a pause is reported too (`on_early_silence`): when `EARLY_SILENCE_WINDOWS` windows in a row
+have been silence after speech, ~64 ms into it, rather than after the `stop_secs` (200 ms) pipecat waits
+before it calls the pause. The STT transcribes what was said so far from then on, in case the pause lasts
+(`WhisperSTTService.speculate`).
+
+Windows are scored on pipecat's VAD executor thread; the callbacks are handed to the event loop.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pipecat.audio.vad.vad_analyzer import VADState
 EARLY_WINDOWS = 3  # 3 x 32 ms Silero windows at 16 kHz
 EARLY_MIN_DBFS = -40.0
 SILENCE_DBFS = -60.0  # a window this quiet is no speech, whatever Silero's state still says
+EARLY_SILENCE_WINDOWS = 2  # 2 x 32 ms windows of silence after speech: the caller may have finished
 
 
 def window_dbfs(buffer: bytes) -> float:
@@ -47,10 +53,19 @@ def window_dbfs(buffer: bytes) -> float:
 
 
 class EarlySpeechSileroVAD(SileroVADAnalyzer):
-    def __init__(self, *, on_early_speech: Callable[[], None] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        on_early_speech: Callable[[], None] | None = None,
+        on_early_silence: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.on_early_speech = on_early_speech
+        self.on_early_silence = on_early_silence
         self.early_reports = 0
+        self.early_silences = 0
+        self._pause_reported = False  # this pause's start was reported
         self._streak = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -72,6 +87,17 @@ class EarlySpeechSileroVAD(SileroVADAnalyzer):
         else:
             self._streak = 0
         return confidence
+
+    def _run_analyzer(self, buffer: bytes) -> VADState:
+        state = super()._run_analyzer(buffer)
+        # pipecat counts the pause's windows in `_vad_stopping_count` (pinned pipecat 1.14.0)
+        pausing = state == VADState.STOPPING and self._vad_stopping_count >= EARLY_SILENCE_WINDOWS
+        if pausing and not self._pause_reported:
+            self.early_silences += 1
+            if self.on_early_silence is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_early_silence)
+        self._pause_reported = pausing
+        return state
 
     def _report(self) -> None:
         self.early_reports += 1
