@@ -315,6 +315,22 @@ async def test_a_long_opening_without_a_clause_is_cut_before_a_joining_word() ->
     ]  # fmt: skip
 
 
+async def test_an_opening_is_cut_before_a_long_number() -> None:
+    """A phone or order number is written a token per digit and read digit by digit: the words before it are
+    spoken first. Times, years and prices stay inside their sentence."""
+    aggregator = FirstClauseAggregator()
+    assert await chunks_of(aggregator, "Your phone number is 555-201-7788. Anything else?") == [
+        "Your phone number is", "555-201-7788.", "Anything else?",
+    ]  # fmt: skip
+    assert await chunks_of(aggregator, "Order 48213 is on its way.") == ["Order 48213 is on its way."]  # one word
+    assert await chunks_of(aggregator, "Call us at +1 (415) 555-0100 today.") == [
+        "Call us at", "+1 (415) 555-0100 today.",
+    ]  # fmt: skip
+    for whole in ("We open at 10:30 on Saturday.", "We have baked since 1982.", "A large is $18.99 plus tax."):
+        assert await chunks_of(aggregator, whole) == [whole]
+    assert await chunks_of(aggregator, "Yes, it is 555-201-7788.") == ["Yes,", "it is 555-201-7788."]  # one cut
+
+
 class UrgencyNotingPiper(PiperTTS):
     """The real Piper voice, noting which texts were synthesized as urgent (pipeline/cores.py)."""
 

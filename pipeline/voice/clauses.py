@@ -13,7 +13,11 @@ opening with no such mark ("You can pick up your order at the counter when it is
 joining word (`BREAK_WORDS`: "to", "when", "and" ...) once it has `MIN_OPENING_WORDS` words: otherwise the
 caller waits for every token of a long first sentence (seen: ~1 s more from the first token to the first
 audio than for a reply that opens with a clause). The cut falls where a speaker may pause anyway; Piper
-gives the first part a phrase-final fall, the price of the earlier audio. A reply ends at the TTS's
+gives the first part a phrase-final fall, the price of the earlier audio. Likewise an opening is cut before
+a long number (`LONG_NUMBER_DIGITS` digits and more: a phone or order number) once `MIN_NUMBER_OPENING_WORDS`
+words precede it: "Your phone number is 555-201-7788." is read digit by digit, and the model writes it a
+token per digit, so the caller would wait for every digit twice (seen: first audio ~1.2 s after the first
+token). A reply ends at the TTS's
 `flush()` (the LLM response ended) or an interruption; the next one starts fresh.
 """
 
@@ -27,6 +31,9 @@ from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 CLAUSE_ENDINGS = frozenset(",;:")
 SENTENCE_ENDINGS = frozenset(".!?")
 MIN_OPENING_WORDS = 6  # words before a joining word before a long opening is cut there
+LONG_NUMBER_DIGITS = 5  # not a time (10:30), a year (1982) or a price ($18.99): those are short to say
+MIN_NUMBER_OPENING_WORDS = 2
+NUMBER_MARKS = frozenset("+()-./#$")  # what a written number may hold besides digits ("+1 (415) 555-0100")
 BREAK_WORDS = frozenset(
     {"and", "or", "but", "so", "to", "for", "with", "from", "at", "on", "in", "by", "when", "where", "while",
      "because", "if", "until", "after", "before", "since", "which", "that", "who"}
@@ -48,6 +55,24 @@ def long_opening_cut(text: str) -> tuple[str, str] | None:
     return head, word
 
 
+def long_number_cut(text: str) -> tuple[str, str] | None:
+    """(`head`, `number`) when `text` ends inside a long number (still being written; "+1 (415) 555" is one)
+    that follows at least `MIN_NUMBER_OPENING_WORDS` words of an opening with no sentence mark; None otherwise."""
+    if text[-1:].isspace():
+        return None
+    words = text.split()
+    start = len(words)
+    while start > 0 and all(c.isdigit() or c in NUMBER_MARKS for c in words[start - 1]):
+        start -= 1
+    number = " ".join(words[start:])
+    if start < MIN_NUMBER_OPENING_WORDS or sum(c.isdigit() for c in number) < LONG_NUMBER_DIGITS:
+        return None
+    head = " ".join(words[:start])
+    if any(c in SENTENCE_ENDINGS for c in head) or not any(c.isalnum() for c in head):
+        return None
+    return head, number
+
+
 class FirstClauseAggregator(SimpleTextAggregator):
     """Sentence aggregation, except that a reply's first chunk ends at its first clause."""
 
@@ -61,13 +86,15 @@ class FirstClauseAggregator(SimpleTextAggregator):
                 yield aggregation
             return
         for char in text:
-            cut = long_opening_cut(self._text) if not self._spoke and char.isspace() else None
+            cut = None
+            if not self._spoke:
+                cut = long_opening_cut(self._text) if char.isspace() else long_number_cut(self._text)
             if cut is not None:
                 head, word = cut
                 await self.reset()  # type: ignore[no-untyped-call]
                 self._spoke = True
                 yield Aggregation(text=head, type=TextType.SENTENCE)
-                async for aggregation in super().aggregate(word + char):  # the joining word opens the rest
+                async for aggregation in super().aggregate(word + char):  # the word or number opens the rest
                     yield aggregation
                 continue
             if not self._spoke and char.isspace() and self._text[-1:] in CLAUSE_ENDINGS:
