@@ -140,6 +140,38 @@ async def test_after_a_tool_result_the_model_speaks(llm: LocalLlamaProvider) -> 
     assert text_of(events).strip() and not any(isinstance(e, ToolCall) for e in events)
 
 
+async def test_the_routing_query_runs_beside_the_chat_prompt_and_decides_as_it_would_alone(
+    llm: LocalLlamaProvider,
+) -> None:
+    """The routing table's query and the chat prompt are evaluated in one batch, as two sequences: the same
+    choices (and, greedy, the same words) as evaluating them one after the other. `check_opening_hours` shares
+    its first tokens with `check_service_area`, so a choice there takes more than one routing token."""
+    hours = ToolSpec("check_opening_hours", "Tell the opening hours of a day.", {"type": "object", "properties": {}})
+    tools = [*TOOLS, hours]
+    utterances = ("Do you deliver to 55 Oak Avenue?", "Hi there, how are you?", "Okay, thanks, goodbye.",
+                  "Can I speak to the manager please?", "Are you open on Sunday?")  # fmt: skip
+    engine = llm.engine
+
+    async def answers() -> list[tuple[list[str], str]]:
+        out = []
+        for utterance in utterances:
+            events = await collect(llm, turn(utterance), tools, max_tokens=16, temperature=0.0)
+            out.append(([e.name for e in events if isinstance(e, ToolCall)], text_of(events)))
+        return out
+
+    batched = engine.stats.batched_routes
+    together = await answers()
+    assert engine.stats.batched_routes - batched == len(utterances)
+    engine.batch_routing = False
+    try:
+        apart = await answers()
+    finally:
+        engine.batch_routing = True
+    assert engine.stats.batched_routes - batched == len(utterances)
+    assert together == apart, (together, apart)
+    assert {tuple(names) for names, _ in together} >= {("check_service_area",), ("end_call",), ()}
+
+
 async def test_later_turns_reuse_the_cached_prefix_even_when_conversations_alternate(
     llm: LocalLlamaProvider,
 ) -> None:
