@@ -353,6 +353,8 @@ def breakdown(turns: Sequence[Turn], database: Path) -> list[dict[str, Any]]:
                 "heard": data.get("text", ""),
                 "user_turns_in_call": len(utterances),
                 **{key: timings.get(key) for key in RECEIPT_TIMINGS},
+                "transcribeMs": timings.get("transcribeMs"),  # Whisper's own time
+                "transcriptSpeculated": timings.get("transcriptSpeculated"),  # started at the pause's start
                 "restMs": rest_ms(t.v2v_ms, timings),
             }
         )
@@ -405,7 +407,11 @@ async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng:
         "v2v_ms": stats(v2v),
         "first_packet_ms": stats([t.first_packet_ms for t in turns if t.first_packet_ms is not None]),
         "unanswered_turns": sum(t.v2v_ms is None for t in turns),
-        "parts_ms": {key: stats([r[key] for r in rows if r[key] is not None]) for key in (*RECEIPT_TIMINGS, "restMs")},
+        "parts_ms": {
+            key: stats([r[key] for r in rows if r[key] is not None])
+            for key in (*RECEIPT_TIMINGS, "transcribeMs", "restMs")
+        },
+        "speculated_turns": sum(bool(r["transcriptSpeculated"]) for r in rows),
         "barge_ins": barges,
         "barge_in_ms": stats(bms),
         "barge_in_missed": sum(b["ms"] is None for b in barges),
@@ -468,6 +474,8 @@ def report_real(real: dict[str, Any]) -> None:
         print(line(f"server receipt {key}", s))
     if real["unanswered_turns"]:
         print(f"  {real['unanswered_turns']} turns got no answer")
+    speculated, turns = real["speculated_turns"], len(real["turns"])
+    print(f"  transcripts started at the start of the pause (speculated): {speculated} of {turns}")
     print("  per turn (ms): v2v measured; from the receipt, each since the VAD's pause: transcript, turn decided,")
     print("  first LLM token, first agent audio into the leg; rest = v2v - VAD stop - first audio")
     print(f"  {'call':>12}{'#':>3}{'v2v':>7}{'stt':>7}{'turn':>7}{'token':>7}{'audio':>7}{'rest':>7}  heard")

@@ -127,6 +127,8 @@ class TurnWriter:
         stt = self.stt.timings[-1] if self.stt is not None and self.stt.timings else None
         if stt is not None:
             timings["speechEndToTranscriptMs"] = round(stt.ready_s * 1000, 1)
+            timings["transcribeMs"] = round(stt.transcribe_s * 1000, 1)  # Whisper's own time, of the above
+            timings["transcriptSpeculated"] = stt.speculated  # started at the start of the pause
         end = turn.speech_end_at
         for name, at in (("turnDecidedMs", turn.started), ("firstTokenMs", turn.first_token_at),
                          ("firstAudioMs", turn.first_audio_at)):  # fmt: skip
