@@ -14,7 +14,9 @@ Two layers, as everywhere in this project:
 Latency: prompts are formatted by `chat_template` so the frozen prefixes (system prompt + tools, and the
 routing table) are byte-identical across turns; `PrefixStateCache` keeps the KV state of each prefix and
 of each conversation after its last turn, so a new turn only evaluates its new messages, even when
-several conversations take turns on the model.
+several conversations take turns on the model. The routing table's query and the chat prompt's new tokens
+are evaluated in one batch, as two sequences of one KV cache (`_Turn.route_beside`): short prompts cost
+llama.cpp here little more together than one alone.
 
 Tools (decide-then-fill, see `chat_template`): step 1 continues the few-shot routing table for the
 caller's message under a GBNF over the declared names plus the no-tool choice, stopping as soon as the
@@ -381,7 +383,7 @@ class _Turn:
         grammar = ct.router_grammar(options)
         hit = engine.cache_hit(query)
         batchable = engine.batch_routing and hit is not None and hit[0] >= len(router) and len(query) - hit[0] <= chunk
-        if hit is None or not batchable:  # one after the other
+        if not batchable or hit is None:  # one after the other
             self.count_prompt(query)
             choice = self.decide(self.constrained_after(query, grammar, limit=32), options, label)
             self.count_prompt(prompt)
