@@ -40,6 +40,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
+from pipeline.speech.levels import leading_silence
 from pipeline.speech.stt import WhisperSTT
 from pipeline.speech.tts import PiperTTS, SynthesisStats
 from pipeline.voice.clauses import FirstClauseAggregator
@@ -269,7 +270,20 @@ async def test_piper_service_speaks_a_reply_that_whisper_understands(piper: Pipe
     [timing] = tts.timings
     assert timing.text == HOURS and not timing.interrupted and timing.first_audio_s is not None
     assert timing.audio_s == pytest.approx(len(pcm) / RATE)
+    # Piper's ~40-60 ms of silence before the first word is not sent: sound within the first 15 ms
+    assert leading_silence(pcm, RATE, keep_s=0.0) <= 0.015 * RATE, leading_silence(pcm, RATE, keep_s=0.0)
     print(f"\nTTS: first audio {1000 * timing.first_audio_s:.0f} ms, {timing.audio_s:.2f} s of speech")
+
+
+def test_leading_silence_is_measured_up_to_the_sound_less_a_lead_in() -> None:
+    rate = 8000
+    tone = (3000 * np.sin(np.arange(rate // 10) * 2 * np.pi * 440 / rate)).astype(np.int16)
+    quiet = np.full(rate // 20, 3, np.int16)  # 50 ms at about -80 dBFS: not sound
+    assert leading_silence(np.concatenate([quiet, tone]), rate) == rate // 20 - rate // 100  # 10 ms kept
+    assert leading_silence(np.concatenate([quiet, tone]), rate, keep_s=0.0) == rate // 20
+    assert leading_silence(tone, rate) == 0
+    assert leading_silence(np.zeros(0, np.int16), rate) == 0
+    assert leading_silence(quiet, rate, keep_s=0.0) == len(quiet)  # all of it
 
 
 async def chunks_of(aggregator: FirstClauseAggregator, text: str) -> list[str]:

@@ -62,7 +62,7 @@ from pipecat.services.tts_service import TextAggregationMode, TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
-from pipeline.speech.levels import window_rms
+from pipeline.speech.levels import leading_silence, window_rms
 from pipeline.speech.stt import SAMPLE_RATE as WHISPER_RATE
 from pipeline.speech.stt import Transcript, WhisperSTT
 from pipeline.speech.tts import PiperTTS, SynthesisStats
@@ -365,6 +365,10 @@ class PiperTTSService(TTSService):
                 if timing.first_audio_s is None:
                     timing.first_audio_s = self._clock() - start
                     await self.stop_ttfb_metrics()
+                if first_chunk and timing.audio_s == 0:
+                    # Piper opens every sentence with ~40-60 ms of digital silence: sent first, it is dead air
+                    # the caller waits through before the reply (later sentences keep it as their pause).
+                    item = item[leading_silence(item, self.sample_rate) :]
                 audio = item.tobytes()
                 timing.audio_s += len(item) / self.sample_rate
                 for i in range(0, len(audio), step):
