@@ -353,6 +353,27 @@ def test_early_speech_is_confident_speech_that_is_not_quiet() -> None:
     assert window_dbfs(np.full(512, 3277, np.int16).tobytes()) == pytest.approx(-20.0, abs=0.01)
 
 
+def test_every_call_s_vad_runs_on_the_one_silero_session_with_its_own_state() -> None:
+    """pipecat's analyzer opens a session per instance (per call); ours share the process's one, and each
+    keeps its own recurrent state: interleaved with another call's audio, a call's confidences are exactly
+    those of pipecat's own analyzer on the same audio."""
+    ours, other = EarlySpeechSileroVAD(params=VADParams()), EarlySpeechSileroVAD(params=VADParams())
+    stock = SileroVADAnalyzer(params=VADParams())
+    assert ours._model.session is other._model.session is not stock._model.session
+    for vad in (ours, other, stock):
+        vad.set_sample_rate(16000)
+    speech = soxr.resample(_speech_8k("Sorry, can I just order a pizza?"), RATE, 16000)
+    noise = np.random.default_rng(7).normal(0, 2000, len(speech)).astype(np.int16)
+    mine, theirs = [], []
+    for i in range(0, len(speech) - 512, 512):
+        other.voice_confidence(noise[i : i + 512].tobytes())  # another call, on the same session
+        mine.append(float(np.max(ours.voice_confidence(speech[i : i + 512].tobytes()))))
+        theirs.append(float(np.max(stock.voice_confidence(speech[i : i + 512].tobytes()))))
+    loud = [i for i in range(len(mine)) if window_dbfs(speech[i * 512 : (i + 1) * 512].tobytes()) >= SILENCE_DBFS]
+    assert [mine[i] for i in loud] == pytest.approx([theirs[i] for i in loud], abs=1e-5)
+    assert max(mine) > 0.9  # it heard the speech
+
+
 class _Lingering(SileroVADAnalyzer):
     """Silero's recurrent state carrying speech on, as it does for a window or two after the last word
     (0.96, 0.73 on windows of pure silence, seen): confident speech on every window."""

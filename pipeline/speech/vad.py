@@ -118,6 +118,11 @@ class _SileroModel:
 _models: Loaded[_SileroModel] = Loaded(_SileroModel)
 
 
+def shared_silero_session() -> Any:
+    """The process's one Silero ONNX session (stateless: each stream passes its own recurrent state in)."""
+    return _models.get("silero", silero_vad_path()).session
+
+
 class SpeechDetector:
     """Silero probability per frame and speech start/end events for one audio stream (16 kHz mono)."""
 

@@ -23,6 +23,11 @@ have been silence after speech, ~64 ms into it, rather than after the `stop_secs
 before it calls the pause. The STT transcribes what was said so far from then on, in case the pause lasts
 (`WhisperSTTService.speculate`).
 
+pipecat's `SileroVADAnalyzer` opens an ONNX Runtime session of its own for every instance, that is every
+call: ~44 ms and ~10 MB of RSS each here, and the memory stayed with the process after the call. The model
+is stateless (each stream passes its recurrent state and context in), so every call's analyzer runs on the
+process's one session (`pipeline.speech.vad.shared_silero_session`), with its own state.
+
 Windows are scored on pipecat's VAD executor thread; the callbacks are handed to the event loop.
 """
 
@@ -34,8 +39,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADState
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
+
+from pipeline.speech.vad import shared_silero_session
 
 EARLY_WINDOWS = 3  # 3 x 32 ms Silero windows at 16 kHz
 EARLY_MIN_DBFS = -40.0
@@ -52,6 +59,15 @@ def window_dbfs(buffer: bytes) -> float:
     return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
 
 
+class _SharedSessionSilero(SileroOnnxModel):
+    """pipecat's Silero wrapper (one stream's recurrent state and context) over the process's one session."""
+
+    def __init__(self) -> None:  # not SileroOnnxModel.__init__: it opens a session of its own
+        self.session = shared_silero_session()
+        self.reset_states()  # type: ignore[no-untyped-call]
+        self.sample_rates = [8000, 16000]
+
+
 class EarlySpeechSileroVAD(SileroVADAnalyzer):
     def __init__(
         self,
@@ -60,7 +76,11 @@ class EarlySpeechSileroVAD(SileroVADAnalyzer):
         on_early_silence: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # Not SileroVADAnalyzer.__init__, which opens a session of its own: its other state, as pipecat 1.14
+        VADAnalyzer.__init__(self, **kwargs)
+        self._model = _SharedSessionSilero()
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
         self.on_early_speech = on_early_speech
         self.on_early_silence = on_early_silence
         self.early_reports = 0
