@@ -244,7 +244,7 @@ class LlamaEngine:
         return self._cache.best(tokens)
 
     def covers(self, tokens: Tokens) -> bool:
-        hit = self._cache.best(tokens)
+        hit = self.cache_hit(tokens)
         return hit is not None and hit[0] >= len(tokens)
 
     def save_state(self, llm: Llama, owner: str | None = None) -> None:
@@ -629,9 +629,10 @@ def _decode_batch(llm: Llama, parts: Sequence[tuple[int, int, Tokens]]) -> list[
 
 
 def _logits(llm: Llama, index: int) -> NDArray[np.single]:
-    """A copy of the logits the last batch kept for its token `index` (-1: the last one kept)."""
+    """The logits the last batch kept for its token `index` (-1: the last one kept): a view, valid until the
+    next decode (each is read before the next token is evaluated)."""
     pointer = llama_cpp.llama_get_logits_ith(llm.ctx, index)
-    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).copy()
+    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))
 
 
 def bounded_schema(schema: Any, max_chars: int, max_items: int) -> Any:

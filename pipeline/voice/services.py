@@ -366,8 +366,8 @@ class PiperTTSService(TTSService):
                     timing.first_audio_s = self._clock() - start
                     await self.stop_ttfb_metrics()
                 if first_chunk and timing.audio_s == 0:
-                    # Piper opens every sentence with ~40-60 ms of digital silence: sent first, it is dead air
-                    # the caller waits through before the reply (later sentences keep it as their pause).
+                    # Piper opens every sentence with 50 ms or more of near-silence (up to ~190 ms seen; it varies
+                    # run to run): sent first, it is dead air before the reply (later sentences keep it as a pause).
                     item = item[leading_silence(item, self.sample_rate) :]
                 audio = item.tobytes()
                 timing.audio_s += len(item) / self.sample_rate

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -80,13 +79,11 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
         turn_analyzer: BaseTurnAnalyzer,
         min_pause_s: float = MIN_PAUSE_S,
         question_pause_s: float = QUESTION_PAUSE_S,
-        clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ) -> None:
         super().__init__(turn_analyzer=turn_analyzer, **kwargs)
         self.min_pause_s = min_pause_s
         self.question_pause_s = question_pause_s
-        self._clock = clock
         self._speech_end: float | None = None  # the caller's last word, while they are quiet
         self._resumed_at: float | None = None  # an early onset during this pause
         self._pause_needed = min_pause_s
@@ -96,14 +93,14 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
     def early_speech(self) -> None:
         """The VAD's first sign of speech (on the event loop): during a pause, the caller may be going on."""
         if self._speech_end is not None and self._resumed_at is None:
-            self._resumed_at = self._clock()
+            self._resumed_at = time.monotonic()
 
     async def _handle_vad_user_started_speaking(self, frame: VADUserStartedSpeakingFrame) -> None:
         self._speech_end = self._resumed_at = None
         await super()._handle_vad_user_started_speaking(frame)  # type: ignore[no-untyped-call]
 
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
-        self._speech_end = self._clock() - frame.stop_secs
+        self._speech_end = time.monotonic() - frame.stop_secs
         self._resumed_at = None
         self._pause_needed = self.min_pause_s
         await super()._handle_vad_user_stopped_speaking(frame)  # type: ignore[no-untyped-call]
@@ -120,7 +117,7 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
         """Seconds until the pause is long enough to end the turn (0 or less: it is)."""
         if self._speech_end is None:
             return 0.0  # a turn ended without a pause (a transcript with no VAD, a forced stop)
-        now = self._clock()
+        now = time.monotonic()
         left = self._speech_end + self._pause_needed - now
         if self._resumed_at is not None:
             left = max(left, self._resumed_at + RESUMED_HOLD_S - now)
