@@ -46,6 +46,7 @@ from pipeline.speech.tts import PiperTTS, SynthesisStats
 from pipeline.voice.clauses import FirstClauseAggregator
 from pipeline.voice.services import (
     PiperTTSService,
+    SpeechTranscribedFrame,
     WhisperSTTService,
     segment_pcm,
     speech_level_dbfs,
@@ -228,7 +229,7 @@ async def test_words_after_a_short_pause_keep_their_onset_and_the_turn_open(whis
     """The caller says "Hello, who makes your bread?", with a 0.16 s pause at the comma. A VAD with a 0.2 s
     stop calls the pause 40 ms into "who". The next segment still begins with "who" (the VAD's stop window
     carries over), and the first transcript, in while more speech waits behind it, is not final: the turn
-    stays open for the rest."""
+    stays open for the rest. Once the last segment is transcribed, the STT says so (`SpeechTranscribedFrame`)."""
     stt = WhisperSTTService(whisper, "en")
     seen = Collector()
     speech = speech_pcm("Hello, who makes your bread?", RATE)
@@ -241,11 +242,13 @@ async def test_words_after_a_short_pause_keep_their_onset_and_the_turn_open(whis
     hello[-1] = VADUserStoppedSpeakingFrame(stop_secs=0.2)
     async with Run([stt, seen]) as run:
         await run.queue(*hello, *rest)
-        await seen.until(lambda: len(seen.of(TranscriptionFrame)) == 2, within=15)
+        await seen.until(lambda: len(seen.of(TranscriptionFrame)) == 2 and bool(seen.of(SpeechTranscribedFrame)), 15)
     first, second = seen.of(TranscriptionFrame)
     assert "hello" in words(first.text) and not first.finalized
     assert {"who", "makes"} <= words(second.text), second.text  # the onset kept (not "make your ...")
     assert second.finalized
+    [settled] = seen.of(SpeechTranscribedFrame)
+    assert seen.frames.index(settled) > seen.frames.index(second), "after the last segment, not the first"
 
 
 # --- text to speech ----------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Deterministic stand-ins for speech services, implementing pipecat's real service interfaces.
 
-`ScriptedSTTService` is a `SegmentedSTTService`: pipecat cuts the caller's audio into turns on
-`VADUserStartedSpeakingFrame` / `VADUserStoppedSpeakingFrame` (from a `VADProcessor` or the user
-aggregator's VAD) and hands each segment to `run_stt`, which answers with the next scripted line after
-`delay_s`. `ScriptedTTSService` is a `TTSService` that "speaks" a text as a tone whose length is
+`ScriptedSTTService` is an `InOrderSTTService` (a `SegmentedSTTService`, as `WhisperSTTService`): pipecat
+cuts the caller's audio into segments on `VADUserStartedSpeakingFrame` / `VADUserStoppedSpeakingFrame` (from
+a `VADProcessor` or the user aggregator's VAD) and hands each to `run_stt`, which answers with the next
+scripted line after `delay_s`. `ScriptedTTSService` is a `TTSService` that "speaks" a text as a tone whose length is
 proportional to the text (`ms_per_char`), after `ttfb_s`. `EchoLLM` answers the last user message
 with "You said <it>." through the LLM frames a real LLM service emits. For tests and offline demos;
 no network, no models.
@@ -27,13 +27,15 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.settings import STTSettings, TTSSettings
-from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
 from pipecat.utils.time import time_now_iso8601
 
+from pipeline.voice.services import InOrderSTTService
 
-class ScriptedSTTService(SegmentedSTTService):
-    """Transcribes the n-th speech segment as `script[n]` (empty once the script runs out)."""
+
+class ScriptedSTTService(InOrderSTTService):
+    """Transcribes the n-th speech segment as `script[n]` (empty once the script runs out), `delay_s` after
+    the VAD's stop; its transcripts are final, or not, as Whisper's (`InOrderSTTService`)."""
 
     def __init__(self, script: Sequence[str], *, delay_s: float = 0.05, **kwargs: Any) -> None:
         kwargs.setdefault("settings", STTSettings(model=None, language=None))
@@ -50,13 +52,12 @@ class ScriptedSTTService(SegmentedSTTService):
     def can_generate_metrics(self) -> bool:
         return False
 
-    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+    async def transcribe_segment(self, audio: bytes, stopped: float) -> TranscriptionFrame | None:
         turn = len(self.segments_ms)
         self.segments_ms.append(1000 * len(audio) // (2 * self.sample_rate))
         await asyncio.sleep(self._delay_s)  # the recognizer's latency
         text = self._script[turn] if turn < len(self._script) else ""
-        if text:
-            yield TranscriptionFrame(text, self._user_id, time_now_iso8601())
+        return TranscriptionFrame(text, self._user_id, time_now_iso8601()) if text else None
 
 
 class ScriptedTTSService(TTSService):

@@ -8,6 +8,10 @@ yields at most one `TranscriptionFrame`. Segments arrive as raw 16-bit PCM (`wan
 a WAV container is decoded too. A segment whose speech level is below `silence_dbfs` is never transcribed,
 and known silence hallucinations ("you", "Thank you.") are dropped when the segment is quiet
 (below `quiet_dbfs`). Every segment leaves a `SegmentTiming` in `timings` (VAD stop → transcript ready).
+A transcript is final only when no later speech is being spoken or queued behind it, and once the last queued
+segment is done (words or none) a `SpeechTranscribedFrame` says so: the turn strategy
+(`turn_analyzer.TranscriptAwareTurnStop`) never ends a turn on a transcript with more of the caller's words
+still on their way.
 
 Speculation. The VAD calls a pause only after `stop_secs` (200 ms) of silence, and the transcript is what
 the turn waits for. So when the caller has been quiet for ~64 ms (`speculate()`, from the VAD's
@@ -49,6 +53,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 from pipecat.frames.frames import (
+    DataFrame,
     ErrorFrame,
     Frame,
     TranscriptionFrame,
@@ -132,6 +137,13 @@ def _language(code: str | None) -> Language | None:
 
 
 # --- speech to text ---------------------------------------------------------------------------------
+@dataclass
+class SpeechTranscribedFrame(DataFrame):
+    """All the caller's speech so far is transcribed: the last queued segment is done, none is being spoken.
+
+    It follows that segment's `TranscriptionFrame` (if it had words) in order, like any data frame."""
+
+
 @dataclass(frozen=True)
 class SegmentTiming:
     """One VAD segment through `WhisperSTTService` (seconds)."""
@@ -154,7 +166,47 @@ class _Speculation:
     task: asyncio.Future[Transcript]
 
 
-class WhisperSTTService(SegmentedSTTService):
+class InOrderSTTService(SegmentedSTTService):
+    """A `SegmentedSTTService` whose transcripts tell the turn strategy whether more of the caller's words are
+    coming: one is final only when no later speech is being spoken or queued behind it, and a
+    `SpeechTranscribedFrame` follows the last queued segment. Subclasses transcribe one segment in
+    `transcribe_segment`."""
+
+    def __init__(self, *, clock: Clock = time.perf_counter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._clock = clock
+        self._stops: deque[float] = deque()  # VAD stop times of the segments queued for `run_stt`
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, VADUserStoppedSpeakingFrame) and self.is_usable:
+            self._stops.append(self._clock())  # the base queues exactly one segment for it
+        await super().process_frame(frame, direction)
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> None:
+        """The base marks every transcript final: one segment, one transcript. But the turn strategy takes a
+        final transcript to cover all the speech so far, and ends the turn on it. When the caller went on
+        talking after a short pause ("Hello, | who makes your bread?"), the next segment is still being spoken
+        or still queued here: its words would miss the turn. So a transcript is final only when no later
+        speech is being spoken or waits behind it."""
+        if isinstance(frame, TranscriptionFrame) and (self._stops or self._user_speaking):
+            await STTService.push_frame(self, frame, direction)  # past SegmentedSTTService's marking
+            return
+        await super().push_frame(frame, direction)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        stopped = self._stops.popleft() if self._stops else self._clock()
+        frame = await self.transcribe_segment(audio, stopped)
+        if frame is not None:
+            yield frame
+        if not (self._stops or self._user_speaking):
+            yield SpeechTranscribedFrame()
+
+    async def transcribe_segment(self, audio: bytes, stopped: float) -> TranscriptionFrame | None:
+        """The transcript of one segment (the VAD stopped at `stopped`, on `clock`), or None: no words."""
+        raise NotImplementedError
+
+
+class WhisperSTTService(InOrderSTTService):
     """Transcribes each VAD segment with our faster-whisper `WhisperSTT` (injected, shared per process)."""
 
     def __init__(
@@ -173,13 +225,11 @@ class WhisperSTTService(SegmentedSTTService):
         # the turn only ends at the aggregator's 5 s timeout): tiny.en takes ~0.3-0.8 s on two idle cores, but
         # 2 s and more when Piper and the LLM share them, so the bound is generous.
         kwargs.setdefault("ttfs_p99_latency", 3.0)
-        super().__init__(trailing_silence_secs=trailing_silence_secs, **kwargs)
+        super().__init__(trailing_silence_secs=trailing_silence_secs, clock=clock, **kwargs)
         self._stt = stt
         self._language = language
         self._silence_dbfs = silence_dbfs
         self._quiet_dbfs = quiet_dbfs
-        self._clock = clock
-        self._stops: deque[float] = deque()  # VAD stop times of the segments queued for `run_stt`
         self._speculation: _Speculation | None = None
         self.speculations = 0  # started, in all
         self.timings: list[SegmentTiming] = []
@@ -190,22 +240,6 @@ class WhisperSTTService(SegmentedSTTService):
 
     def can_generate_metrics(self) -> bool:
         return True
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, VADUserStoppedSpeakingFrame) and self.is_usable:
-            self._stops.append(self._clock())  # the base queues exactly one segment for it
-        await super().process_frame(frame, direction)
-
-    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> None:
-        """The base marks every transcript final: one segment, one transcript. But the turn strategy takes a
-        final transcript to cover all the speech so far, and ends the turn on it. When the caller went on
-        talking after a short pause ("Hello, | who makes your bread?"), the next segment is still being spoken
-        or still queued here: its words would miss the turn. So a transcript is final only when no later
-        speech is being spoken or waits behind it."""
-        if isinstance(frame, TranscriptionFrame) and (self._stops or self._user_speaking):
-            await STTService.push_frame(self, frame, direction)  # past SegmentedSTTService's marking
-            return
-        await super().push_frame(frame, direction)
 
     async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
         """The base sends the buffer off as a segment and empties it. Its last `stop_secs` are what the VAD
@@ -250,14 +284,14 @@ class WhisperSTTService(SegmentedSTTService):
             return False
         return not (level_dbfs < self._quiet_dbfs and words in HALLUCINATIONS)
 
-    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
-        stopped = self._stops.popleft() if self._stops else self._clock()
+    async def transcribe_segment(self, audio: bytes, stopped: float) -> TranscriptionFrame | None:
+        """The segment's transcript, when it holds words worth a turn; its `SegmentTiming` either way."""
         pcm = segment_pcm(audio, self.sample_rate)
         level = speech_level_dbfs(pcm)
         audio_s = len(pcm) / WHISPER_RATE
         if level < self._silence_dbfs:
             self.timings.append(SegmentTiming(audio_s, level, 0.0, self._clock() - stopped, "", False))
-            return
+            return None
         await self.start_processing_metrics()
         speculation = self._speculated(audio)
         transcript: Transcript | None = None
@@ -274,8 +308,9 @@ class WhisperSTTService(SegmentedSTTService):
         ready = self._clock() - stopped
         timing = SegmentTiming(audio_s, level, transcript.elapsed_s, ready, text, kept, speculation is not None)
         self.timings.append(timing)
-        if kept:
-            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), _language(transcript.language))
+        if not kept:
+            return None
+        return TranscriptionFrame(text, self._user_id, time_now_iso8601(), _language(transcript.language))
 
 
 def _consume_exception(task: asyncio.Future[Transcript]) -> None:

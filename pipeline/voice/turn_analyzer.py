@@ -24,6 +24,13 @@ writes "Can I talk to a person?" - ended at the comma before "please" was heard.
 the pause to have lasted. A new onset within it (`early_speech()`, from `EarlySpeechSileroVAD`, ~0.1 s into
 the speech, before the VAD's verdict) holds the end until the VAD confirms speech (pipecat then drops the
 end) or `RESUMED_HOLD_S` passes without it (a click, a cough).
+
+pipecat's strategy also ends a turn on a transcript that is not final once the STT's p99 latency has passed
+since the VAD's stop (a safety net for a streaming STT that never finalizes). Ours marks a transcript not
+final only when more of the caller's speech is queued behind it, and the Whisper thread is slow on a busy
+machine: "Can I talk to a person" came in 3 s late, after "please?" had been spoken and queued, and the turn
+ended on it alone. So a transcript that is not final holds the turn end until the final one, or until the STT
+reports all speech transcribed (`SpeechTranscribedFrame`: the later speech had no words).
 """
 
 from __future__ import annotations
@@ -37,10 +44,12 @@ import numpy as np
 from numpy.typing import NDArray
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
-from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+from pipecat.frames.frames import Frame, TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 
 from pipeline.speech.turn import SAMPLE_RATE, TurnDetector
+from pipeline.voice.services import SpeechTranscribedFrame
 
 MIN_PAUSE_S = 0.3
 QUESTION_PAUSE_S = 0.45
@@ -89,6 +98,15 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
         self._pause_needed = min_pause_s
         self._held: asyncio.Task[None] | None = None
         self.holds = 0  # turn ends that waited for the pause, in all
+        self._transcribing = False  # the last transcript was not final: more of the caller's words are coming
+        self.awaited = 0  # turn ends that waited for the rest of the transcript, in all
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        result = await super().process_frame(frame)
+        if isinstance(frame, SpeechTranscribedFrame) and self._transcribing:
+            self._transcribing = False  # the later speech had no words: the transcript so far is all there is
+            await self._maybe_trigger_user_turn_stopped()  # type: ignore[no-untyped-call]
+        return result
 
     def early_speech(self) -> None:
         """The VAD's first sign of speech (on the event loop): during a pause, the caller may be going on."""
@@ -106,6 +124,7 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
         await super()._handle_vad_user_stopped_speaking(frame)  # type: ignore[no-untyped-call]
 
     async def _handle_transcription(self, frame: TranscriptionFrame) -> None:
+        self._transcribing = not frame.finalized
         await super()._handle_transcription(frame)  # type: ignore[no-untyped-call]
         asked = frame.text.rstrip().endswith("?")
         if asked and frame.finalized and self._vad_stopped and not self._vad_user_speaking and not self._turn_complete:
@@ -124,6 +143,9 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
         return left
 
     async def trigger_user_turn_stopped(self, *, enable_user_speaking_frames: bool | None = None) -> None:
+        if self._transcribing:
+            self.awaited += 1  # the final transcript (or the STT's word that there is none) triggers it again
+            return
         if self._hold_left() <= 0:
             await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
         elif self._held is None:
@@ -136,7 +158,7 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
         while (left := self._hold_left()) > 0:  # noqa: ASYNC110 - a deadline that an onset may move, not an event
             await asyncio.sleep(left)
         self._held = None  # before the turn ends: its reset would cancel this very task
-        if self._turn_complete:  # pipecat drops the end (and this task) when the VAD hears speech again
+        if self._turn_complete and not self._transcribing:  # pipecat drops it when the VAD hears speech again
             await super().trigger_user_turn_stopped(enable_user_speaking_frames=enable_user_speaking_frames)
 
     async def _discard_pending_end_of_turn(self) -> None:

@@ -168,6 +168,11 @@ class AgentBrain:
     def verified(self) -> dict[str, Any]:
         return self._verification.snapshot(self.deps.now())
 
+    def defers(self, tool_name: str) -> bool:
+        """Whether `tool_name`'s effect is left to the channel after the turn (`ToolBinding.deferred`)."""
+        binding = self.tools.get(tool_name)
+        return binding is not None and binding.deferred
+
     def greeting(self) -> str | None:
         return self.agent.greeting
 

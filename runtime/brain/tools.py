@@ -61,6 +61,14 @@ class ToolBinding:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def deferred(self) -> bool:
+        """Its effect is the channel's to carry out after the turn (a transfer, the end of the conversation):
+        until the channel does, running it changed nothing but the brain's own state."""
+        if self.skill is not None:
+            return self.skill.skill_type in ("transfer", "end_call")
+        return self.kind in ("transfer", "end")
+
 
 @dataclass(frozen=True)
 class Toolset:

@@ -13,10 +13,14 @@ brain keeps what was complete. What the caller actually heard is applied afterwa
 `TurnListener`; the call carries out transfers and hang-ups once the announcement has been played.
 A reply that opens like JSON is held until it is complete and not spoken if it is JSON: small local models
 sometimes write a tool call out as text, and a caller must never hear it read aloud.
-A caller who goes on talking after a turn has ended, before any of its reply reached them ("Can I talk to a
-person," - a pause the turn-taking took for the end - "please?"), is still saying one thing: the cut-off
-turn's words and the new ones are answered together, as one turn, and the cut-off turn leaves nothing in
-the brain's history (a turn that ran a tool stands as it is: its effects did happen).
+A caller who goes on talking after a turn has ended ("Can I talk to a person," - a pause the turn-taking
+took for the end - "please?") before any of its reply reached them, or within `RESUMED_WITHIN_S` of their
+last words (the reply had barely begun), is still saying one thing: the cut-off turn's words and the new ones
+are answered together, as one turn, and the cut-off turn leaves nothing in the brain's history. A turn that
+ran a tool stands as it is (its effects did happen), unless its only tools were a transfer or an end: the call
+carries those out after the announcement, so a continued turn's never happen (the brain's state goes back to
+before it, and the whole request is answered afresh; `VoiceCall` waits for the caller's next turn before it
+carries out the effect of a turn they cut off).
 When no word of the reply has come after `filler_after_s` (a slow tool, a cold model), a short filler
 ("One moment.") is spoken so the caller is not left in silence.
 """
@@ -40,12 +44,14 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TTSSpeakFrame,
+    VADUserStartedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipeline.llm.types import ChatMessage
 from runtime.brain import AgentBrain
 from runtime.events import ConversationEvent
+from runtime.voice.turn_start import RESUMED_WITHIN_S
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,10 @@ class TurnRecord:
     first_audio_at: float | None = None  # the first agent audio went into the leg, ~ the first RTP packet
     added: list[ChatMessage] = field(default_factory=list)
     interrupted: bool = False
+    resumed_at: float | None = None  # the VAD heard the caller again, after the turn had begun
+    continued: bool = False  # cut off, its words were answered with the next turn's: it stands for nothing
+    history_at: int = 0  # where the turn's messages begin in the brain's history
+    state_before: dict[str, Any] = field(default_factory=dict)  # the brain's state (`AgentBrain.state`) before it
 
 
 class TurnListener(Protocol):
@@ -112,6 +122,8 @@ class BrainProcessor(FrameProcessor):
                 text = self._continuing(text)
                 self._task = self.create_task(self._answer(text), name="brain-turn")
             return
+        if isinstance(frame, VADUserStartedSpeakingFrame) and self._last is not None and self._last.resumed_at is None:
+            self._last.resumed_at = time.monotonic()
         if isinstance(frame, InterruptionFrame):
             await self._stop_turn(interrupted=True)
         await self.push_frame(frame, direction)
@@ -124,8 +136,8 @@ class BrainProcessor(FrameProcessor):
         task, self._task = self._task, None
         if interrupted and self._current is not None:
             self._current.interrupted = True
-        elif interrupted and self._last is not None and self._last.first_audio_at is None:
-            self._last.interrupted = True  # written out, but cut before any of its audio went out
+        elif interrupted and self._last is not None and _cut_short(self._last, at=time.monotonic()):
+            self._last.interrupted = True  # written out, but cut before (or just as) its audio went out
         if task is not None and not task.done():
             await self.cancel_task(task)
 
@@ -133,25 +145,29 @@ class BrainProcessor(FrameProcessor):
         """`text`, after the words of the turn before it when that turn was cut off unheard (see the module's
         docstring); that turn's messages then leave the brain's history."""
         cut = self._last
-        if cut is None or not cut.interrupted or cut.first_audio_at is not None or not cut.added:
+        if cut is None or not cut.interrupted or not _cut_short(cut, at=cut.resumed_at) or not cut.added:
             return text
-        if cut.added[0].role != "user" or any(m.role != "assistant" or m.tool_calls for m in cut.added[1:]):
-            return text  # a tool ran (or was asked for): what it did stands
+        if cut.added[0].role != "user" or any(m.role == "user" for m in cut.added[1:]):
+            return text
+        calls = [call for message in cut.added[1:] for call in message.tool_calls]
+        if not all(self.brain.defers(call.name) for call in calls):
+            return text  # a tool ran: what it did stands
         history = list(self.brain.history)
-        at = len(history) - len(cut.added)
-        # The call may already have taken the unheard reply out (`replace_last_reply`): then only the words are left.
-        tail = history[at:] if history[at:] == cut.added else history[-1:]
-        if tail[:1] != cut.added[:1]:
+        if history[cut.history_at : cut.history_at + 1] != cut.added[:1]:
             return text  # the history has moved on since: leave it be
-        self.brain.load_history(history[: len(history) - len(tail)])
+        # Everything from the turn's words on goes (the call may already have taken its unheard reply out).
+        self.brain.load_history(history[: cut.history_at])
+        if calls:
+            self.brain.load_state(cut.state_before)  # a transfer's skill run, an end's "ended": not done after all
+        cut.continued = True
         self.continued += 1
         return f"{cut.user_text} {text}"
 
     async def _answer(self, text: str) -> None:
         self.turns += 1
-        turn = TurnRecord(self.turns, text, time.monotonic())
-        self._current = self._last = turn
         before = len(self.brain.history)
+        turn = TurnRecord(self.turns, text, time.monotonic(), history_at=before, state_before=self.brain.state)
+        self._current = self._last = turn
         await self.listener.turn_started(turn)
         filler = self.create_task(self._filler(), name="brain-filler") if self.filler_after_s else None
         replying = False
@@ -201,6 +217,16 @@ class BrainProcessor(FrameProcessor):
         await asyncio.sleep(self.filler_after_s)
         self.fillers += 1
         await self.push_frame(TTSSpeakFrame(self.filler_text))
+
+
+def _cut_short(turn: TurnRecord, *, at: float | None) -> bool:
+    """None of the turn's reply had gone out, or the caller's speech came back (by `at` at the latest) so soon
+    after their turn ended that they were still talking (`RESUMED_WITHIN_S`)."""
+    if turn.first_audio_at is None:
+        return True
+    resumed = turn.resumed_at if turn.resumed_at is not None else at
+    end = turn.speech_end_at
+    return end is not None and resumed is not None and resumed - end <= RESUMED_WITHIN_S
 
 
 def _may_be_markup(text: str) -> bool:

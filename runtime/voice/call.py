@@ -15,7 +15,10 @@ first. A barge-in (pipecat's `InterruptionFrame`) clears the leg's buffer and ca
 brain's history then keeps only what the caller heard (the transport's playback position,
 `replace_last_reply`). Keypad entries become user turns. When a turn ends with a transfer or an end request,
 the announcement plays out first, then the call is transferred (REFER) or hung up; a failed transfer is said
-and the call goes on.
+and the call goes on. A turn the caller cut off before its reply was heard (or just as it began) may be
+continued by their next one (`BrainProcessor`: "Can I talk to a person," - the agent starts on it -
+"please?"): such a turn's transfer or end waits for that next turn to begin, and is dropped when it continued
+the cut-off one; a continued turn is not recorded on its own (its words are in the turn that continued it).
 
 Call control: an idle reminder ("Are you still there?") after `idle_s` of silence from the caller, up
 to `max_reminders`, then the call ends; a maximum call length. Everything the call does is reported to
@@ -43,6 +46,7 @@ from pipecat.frames.frames import (
     LLMMessagesAppendFrame,
     TTSSpeakFrame,
     UserStartedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
@@ -67,7 +71,12 @@ from runtime.events import transfer as transfer_event
 from runtime.voice.brain_processor import BrainProcessor, TurnListener, TurnRecord, replace_last_reply
 from runtime.voice.early_vad import EarlySpeechSileroVAD
 from runtime.voice.keypad import KeypadCollector, as_user_text
-from runtime.voice.turn_start import DEFAULT_MIN_BARGE_IN_S, BackchannelAwareTurnStart, BackchannelFilter
+from runtime.voice.turn_start import (
+    DEFAULT_MIN_BARGE_IN_S,
+    RESUMED_WITHIN_S,
+    BackchannelAwareTurnStart,
+    BackchannelFilter,
+)
 from telephony.call import TransferOutcome
 from telephony.codecs.resample import StreamingResampler
 
@@ -76,6 +85,10 @@ log = logging.getLogger(__name__)
 REMINDER = "Are you still there?"
 FIRST_AUDIO_WAIT_S = 5.0  # a turn's record waits this long for its first audio (for the receipt's timings)
 SPEECH_START_WAIT_S = 5.0  # what the call says itself starts playing within this (TTS takes a moment)
+# A turn the caller cut off is settled (continued by their next turn, or not) once that turn begins, or once the
+# caller has been quiet this much longer than the longest a turn end waits for silence.
+SETTLE_MARGIN_S = 1.0
+SETTLE_S = 0.1  # for the interruption to reach the brain after the speech that caused it
 TRANSFER_FAILED = "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
 
 
@@ -216,6 +229,8 @@ class VoiceCall(TurnListener):
         self._pending: tuple[str, dict[str, Any], TurnRecord] | None = None
         self._pending_set = asyncio.Event()
         self._last_speech_end: float | None = None
+        self._caller_speaking = False  # the VAD hears the caller
+        self._turn_began = asyncio.Event()
         self._answering: TurnRecord | None = None  # the turn whose first audio is awaited
         self._first_audio = asyncio.Event()
         self._recording: list[asyncio.Task[None]] = []
@@ -293,7 +308,10 @@ class VoiceCall(TurnListener):
             self._speech_done.clear()
             self._speech_starts += 1
             self._speech_started.set()
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._caller_speaking = True
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._caller_speaking = False
             self._last_speech_end = time.monotonic()
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
@@ -322,6 +340,7 @@ class VoiceCall(TurnListener):
         turn.speech_end_at = self._last_speech_end
         self._answering = turn
         self._first_audio.clear()
+        self._turn_began.set()
         if self.listener is not None:
             await self.listener.turn_started(turn)
 
@@ -345,7 +364,27 @@ class VoiceCall(TurnListener):
         if self._answering is turn:
             self._answering = None
         assert self.listener is not None
-        await self.listener.turn_finished(turn)
+        if await self._stands(turn):
+            await self.listener.turn_finished(turn)
+
+    async def _stands(self, turn: TurnRecord) -> bool:
+        """Whether `turn` stands, i.e. was not continued by the caller's next turn (see the module's docstring).
+        Only a turn the caller cut off can be, before any of its reply was heard or within `RESUMED_WITHIN_S` of
+        their pause; it is settled once a later turn begins, or once the caller has been quiet long enough that
+        no turn is coming."""
+        if turn.speech_end_at is not None:  # until then the caller's speech may still cut it short
+            await asyncio.sleep(max(0.0, turn.speech_end_at + RESUMED_WITHIN_S + SETTLE_S - time.monotonic()))
+        settings = self.settings
+        quiet_enough = max(settings.max_silence_s, settings.turn_timeout_s) + SETTLE_MARGIN_S
+        while turn.interrupted and self.brain_processor.turns == turn.number:
+            quiet = 0.0 if self._caller_speaking else time.monotonic() - (self._last_speech_end or turn.started)
+            if quiet >= quiet_enough:
+                break
+            self._turn_began.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(quiet_enough - quiet):
+                    await self._turn_began.wait()
+        return not turn.continued
 
     # --- the call ------------------------------------------------------------------------------
     async def say(self, text: str) -> None:
@@ -465,6 +504,8 @@ class VoiceCall(TurnListener):
                     async with asyncio.timeout(FIRST_AUDIO_WAIT_S):
                         await self._first_audio.wait()
             await self._wait_spoken(settle_s=0.3)
+            if not await self._stands(turn):
+                continue  # the caller was still talking: their whole request was answered afresh
             if kind == "end":
                 self.result.outcome, self.result.reason = "ended_by_agent", str(data.get("reason", ""))
                 await self.actions.hangup()

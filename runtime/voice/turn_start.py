@@ -19,6 +19,11 @@ be, and a short "mm-hmm" costs the caller a pause of about its own length, not t
 the VAD's verdict; if the VAD has not confirmed speech within `EARLY_HOLD_S`, playback goes on.
 `min_barge_in_s` is measured from the VAD's speech start, and the VAD's stop lags the speech by its
 `stop_secs`, so it must cover the longest backchannel (~0.55 s of "mm-hmm") plus that lag.
+
+Speech that starts again within `RESUMED_WITHIN_S` of the pause that ended the caller's turn is no backchannel
+whatever its length: the agent has only just begun (its first audio comes ~0.7 s after that pause with the
+local models), so the caller was still talking ("Can I talk to a person," - pause - "please?"), and they take
+the floor at once. `BrainProcessor` then answers their words together with the turn they cut off.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
 
 DEFAULT_MIN_BARGE_IN_S = 0.65
+RESUMED_WITHIN_S = 0.8  # speech again this soon after the VAD's stop that ended the turn: the caller goes on
 EARLY_HOLD_S = 0.5  # an early hold the VAD does not confirm within this is let go (a cough, a click)
 BACKCHANNEL_TRANSCRIPT_WAIT_S = 3.0  # a backchannel's transcript arrives within this, or never
 
@@ -87,6 +93,8 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
         self.bot_speaking = False
         self.backchannels = 0  # speech while the agent talked that was too short to take the floor
         self.barge_ins = 0
+        self.resumed = 0  # speech soon after the caller's own turn ended that took the floor from the agent at once
+        self._stopped_at: float | None = None  # the VAD's stop that ended the caller's turn (the agent was silent)
         self._pending: asyncio.Task[None] | None = None
         self._early: asyncio.Task[None] | None = None  # an early hold awaiting the VAD's verdict
         self.early_holds = 0
@@ -98,18 +106,24 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
             self.bot_speaking = False
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             await self._cancel_early()  # confirmed: what follows decides
-            if not self.bot_speaking:
+            stopped, self._stopped_at = self._stopped_at, None
+            resumed = stopped is not None and time.monotonic() - stopped <= RESUMED_WITHIN_S
+            if not self.bot_speaking or resumed:
+                self.resumed += self.bot_speaking
                 await self.trigger_user_turn_started()
                 return ProcessFrameResult.STOP
             await self._cancel_pending()
             self._hold()
             self._pending = self.task_manager.create_task(self._sustained(), "barge-in-wait")
-        elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._pending is not None and not self._pending.done():
-            self.backchannels += 1
-            await self._cancel_pending()
-            self._release()
-            if self._on_backchannel is not None:
-                self._on_backchannel()  # its transcript, still to come, is not a turn
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            # Only a pause while the agent was silent can have ended the caller's turn (not a backchannel's end)
+            self._stopped_at = None if self.bot_speaking else time.monotonic()
+            if self._pending is not None and not self._pending.done():
+                self.backchannels += 1
+                await self._cancel_pending()
+                self._release()
+                if self._on_backchannel is not None:
+                    self._on_backchannel()  # its transcript, still to come, is not a turn
         return ProcessFrameResult.CONTINUE
 
     def early_speech(self) -> None:
