@@ -541,6 +541,32 @@ async def test_a_slow_transcript_of_words_before_a_pause_waits_for_the_words_aft
     assert isinstance(call.turn_stop, TranscriptAwareTurnStop) and call.turn_stop.awaited >= 1
 
 
+async def test_a_word_right_after_the_pause_takes_the_floor_from_a_reply_that_has_just_begun() -> None:
+    """The agent answers at once and its reply is playing when the caller, 0.5 s after their last word, adds
+    "please?". Short speech over the agent is a backchannel as a rule (it would be dropped), but this came
+    right after the caller's own pause: they were still talking. It takes the floor at once, the reply is cut,
+    and the two parts are answered as one turn."""
+    leg = FakeLeg()
+    reply = "Sure, let me find someone who can help you with that right away."
+    agent_brain = brain(agent(greeting=None), deps(scripted(reply, "Sure.")), channel="voice")
+    tts = ScriptedTTSService()  # 30 ms a character: the reply plays for ~2 s
+    call = VoiceCall(
+        leg, Actions(leg), agent_brain, stt=ScriptedSTTService(["Can I talk to a person?", "please?"]), tts=tts,
+        settings=VoiceSettings(idle_s=30, max_silence_s=1.2), turn_detector=TurnDetector(),
+    )  # fmt: skip
+    task = asyncio.create_task(run_call(call))
+    speech = [_speech_8k("Can I talk to a person"), silence(0.5), _speech_8k("please?"), silence(3.0)]
+    await leg.speak(np.concatenate([silence(0.5), *speech]))
+    await leg.until(lambda: len(tts.spoken) >= 2 and leg.buffered_ms == 0, within=15)
+    leg.end("remote hangup")
+    result = await task
+    *cut, turn = result.turns
+    assert [c.first_audio_at is not None and c.interrupted and c.continued for c in cut] == [True], "heard begin"
+    assert turn.user_text == "Can I talk to a person? please?"
+    assert call.turn_start.resumed == 1 and call.turn_start.backchannels == 0
+    assert [m.content for m in call.brain.history if m.role == "user"] == ["Can I talk to a person? please?"]
+
+
 @pytest.mark.parametrize(
     ("said", "call"),
     [
