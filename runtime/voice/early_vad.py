@@ -42,6 +42,7 @@ import numpy as np
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
 
+from pipeline.speech.levels import window_rms
 from pipeline.speech.vad import shared_silero_session
 
 EARLY_WINDOWS = 3  # 3 x 32 ms Silero windows at 16 kHz
@@ -52,11 +53,9 @@ EARLY_SILENCE_WINDOWS = 2  # 2 x 32 ms windows of silence after speech: the call
 
 def window_dbfs(buffer: bytes) -> float:
     """RMS level of 16-bit PCM in dBFS (-inf for digital silence)."""
-    pcm = np.frombuffer(buffer, dtype=np.int16).astype(np.float64)
-    if not len(pcm):
-        return -math.inf
-    rms = math.sqrt(float(np.mean(pcm * pcm)))
-    return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
+    pcm = np.frombuffer(buffer, dtype=np.int16)
+    rms = float(window_rms(pcm, len(pcm))[0]) if len(pcm) else 0.0
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
 class _SharedSessionSilero(SileroOnnxModel):
