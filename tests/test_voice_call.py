@@ -567,6 +567,31 @@ async def test_a_word_right_after_the_pause_takes_the_floor_from_a_reply_that_ha
     assert [m.content for m in call.brain.history if m.role == "user"] == ["Can I talk to a person? please?"]
 
 
+async def test_a_turn_the_caller_cut_off_as_they_hung_up_is_still_recorded() -> None:
+    """Cut off by the caller's next words (which might yet continue it), then the caller hangs up mid-word: no
+    turn is coming to continue it, so it stands and is recorded, at once (it waited for a turn that never came
+    until the call's own deadline, and was then dropped)."""
+    leg = FakeLeg()
+    listener = Listener()
+    reply = "Sure, let me find someone who can help you with that right away."
+    agent_brain = brain(agent(greeting=None), deps(scripted(reply)), channel="voice")
+    call = VoiceCall(
+        leg, Actions(leg), agent_brain, stt=ScriptedSTTService(["Can I talk to a person?"]), tts=ScriptedTTSService(),
+        listener=listener, settings=VoiceSettings(idle_s=30, max_silence_s=1.2), turn_detector=TurnDetector(),
+    )  # fmt: skip
+    task = asyncio.create_task(run_call(call))
+    more = _speech_8k("and also one more thing about my order from last week")
+    said = np.concatenate([silence(0.5), _speech_8k("Can I talk to a person"), silence(0.5), more])
+    talking = asyncio.create_task(leg.speak(said))
+    await leg.until(lambda: bool(call.result.turns) and call.result.turns[0].interrupted, within=5)
+    leg.end("remote hangup")
+    async with asyncio.timeout(4):
+        result = await task
+    talking.cancel()
+    assert [t.user_text for t in result.turns] == ["Can I talk to a person?"]
+    assert [t.user_text for t in listener.finished] == ["Can I talk to a person?"]
+
+
 @pytest.mark.parametrize(
     ("said", "call"),
     [

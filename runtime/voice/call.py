@@ -89,6 +89,7 @@ SPEECH_START_WAIT_S = 5.0  # what the call says itself starts playing within thi
 # caller has been quiet this much longer than the longest a turn end waits for silence.
 SETTLE_MARGIN_S = 1.0
 SETTLE_S = 0.1  # for the interruption to reach the brain after the speech that caused it
+SETTLE_POLL_S = 0.25
 TRANSFER_FAILED = "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
 
 
@@ -376,13 +377,13 @@ class VoiceCall(TurnListener):
             await asyncio.sleep(max(0.0, turn.speech_end_at + RESUMED_WITHIN_S + SETTLE_S - time.monotonic()))
         settings = self.settings
         quiet_enough = max(settings.max_silence_s, settings.turn_timeout_s) + SETTLE_MARGIN_S
-        while turn.interrupted and self.brain_processor.turns == turn.number:
+        while turn.interrupted and self.brain_processor.turns == turn.number and not self.leg.ended:
             quiet = 0.0 if self._caller_speaking else time.monotonic() - (self._last_speech_end or turn.started)
             if quiet >= quiet_enough:
                 break
             self._turn_began.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(quiet_enough - quiet):
+                async with asyncio.timeout(min(SETTLE_POLL_S, quiet_enough - quiet)):  # a hang-up settles it too
                     await self._turn_began.wait()
         return not turn.continued
 
