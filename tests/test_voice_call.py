@@ -541,6 +541,30 @@ async def test_a_slow_transcript_of_words_before_a_pause_waits_for_the_words_aft
     assert isinstance(call.turn_stop, TranscriptAwareTurnStop) and call.turn_stop.awaited >= 1
 
 
+class FailsOnTheSecondSegment(ScriptedSTTService):
+    """A scripted STT whose second segment's transcription raises (a Whisper failure)."""
+
+    async def transcribe_segment(self, audio: bytes, stopped: float) -> Any:
+        if len(self.segments_ms) == 1:
+            self.segments_ms.append(0)
+            await asyncio.sleep(self._delay_s)
+            raise RuntimeError("the recognizer failed")
+        return await super().transcribe_segment(audio, stopped)
+
+
+async def test_a_failed_transcription_of_the_words_after_a_pause_still_lets_the_turn_end() -> None:
+    """The slow transcript of the first words is not final (more speech is queued behind it), and the next
+    segment's transcription fails: the STT still says that nothing more is coming, and the turn ends on the
+    words it has, not at the aggregator's 5 s stop timeout."""
+    parts = [_speech_8k("Can I talk to a person"), _speech_8k("please?")]
+    stt = FailsOnTheSecondSegment(["Can I talk to a person?", "please?"], delay_s=1.2, ttfs_p99_latency=0.1)
+    result, call = await smart_turn_call(TurnDetector(), parts, [], 0.35, stt=stt)
+    (turn,) = result.turns
+    assert turn.user_text == "Can I talk to a person?" and turn.speech_end_at is not None
+    assert turn.started - turn.speech_end_at < 2.5, turn.started - turn.speech_end_at
+    assert isinstance(call.turn_stop, TranscriptAwareTurnStop) and call.turn_stop.awaited >= 1
+
+
 async def test_a_word_right_after_the_pause_takes_the_floor_from_a_reply_that_has_just_begun() -> None:
     """The agent answers at once and its reply is playing when the caller, 0.5 s after their last word, adds
     "please?". Short speech over the agent is a backchannel as a rule (it would be dropped), but this came

@@ -195,7 +195,11 @@ class InOrderSTTService(SegmentedSTTService):
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
         stopped = self._stops.popleft() if self._stops else self._clock()
-        frame = await self.transcribe_segment(audio, stopped)
+        try:
+            frame = await self.transcribe_segment(audio, stopped)
+        except Exception as error:  # as the base would, but the turn strategy still hears that nothing is coming
+            await self.push_error(f"{self}: transcription failed: {error}", exception=error)
+            frame = None
         if frame is not None:
             yield frame
         if not (self._stops or self._user_speaking):
