@@ -527,6 +527,20 @@ async def test_words_after_a_turn_ended_too_soon_are_answered_with_it() -> None:
     assert call.brain_processor.continued == 1
 
 
+def smart_turn_voice(
+    replies: Sequence[Any], transcripts: list[str], tts: ScriptedTTSService, listener: Listener | None = None
+) -> tuple[VoiceCall, FakeLeg, Actions]:
+    """A call with the real Smart Turn, scripted STT (`transcripts`) and model (`replies`), not yet running."""
+    leg = FakeLeg()
+    actions = Actions(leg)
+    agent_brain = brain(agent(greeting=None), deps(scripted(*replies)), channel="voice")
+    call = VoiceCall(
+        leg, actions, agent_brain, stt=ScriptedSTTService(transcripts), tts=tts, listener=listener,
+        settings=VoiceSettings(idle_s=30, max_silence_s=1.2), turn_detector=TurnDetector(),
+    )  # fmt: skip
+    return call, leg, actions
+
+
 async def test_a_slow_transcript_of_words_before_a_pause_waits_for_the_words_after_it() -> None:
     """Whisper on a busy machine (seen in CI: 3 s): "Can I talk to a person" is transcribed only after "please?"
     has been spoken and queued, and after the STT's p99 latency, when pipecat's safety net ends a turn on any
@@ -570,14 +584,9 @@ async def test_a_word_right_after_the_pause_takes_the_floor_from_a_reply_that_ha
     "please?". Short speech over the agent is a backchannel as a rule (it would be dropped), but this came
     right after the caller's own pause: they were still talking. It takes the floor at once, the reply is cut,
     and the two parts are answered as one turn."""
-    leg = FakeLeg()
     reply = "Sure, let me find someone who can help you with that right away."
-    agent_brain = brain(agent(greeting=None), deps(scripted(reply, "Sure.")), channel="voice")
     tts = ScriptedTTSService()  # 30 ms a character: the reply plays for ~2 s
-    call = VoiceCall(
-        leg, Actions(leg), agent_brain, stt=ScriptedSTTService(["Can I talk to a person?", "please?"]), tts=tts,
-        settings=VoiceSettings(idle_s=30, max_silence_s=1.2), turn_detector=TurnDetector(),
-    )  # fmt: skip
+    call, leg, _ = smart_turn_voice([reply, "Sure."], ["Can I talk to a person?", "please?"], tts)
     task = asyncio.create_task(run_call(call))
     speech = [_speech_8k("Can I talk to a person"), silence(0.5), _speech_8k("please?"), silence(3.0)]
     await leg.speak(np.concatenate([silence(0.5), *speech]))
@@ -595,14 +604,9 @@ async def test_a_turn_the_caller_cut_off_as_they_hung_up_is_still_recorded() -> 
     """Cut off by the caller's next words (which might yet continue it), then the caller hangs up mid-word: no
     turn is coming to continue it, so it stands and is recorded, at once (it waited for a turn that never came
     until the call's own deadline, and was then dropped)."""
-    leg = FakeLeg()
     listener = Listener()
     reply = "Sure, let me find someone who can help you with that right away."
-    agent_brain = brain(agent(greeting=None), deps(scripted(reply)), channel="voice")
-    call = VoiceCall(
-        leg, Actions(leg), agent_brain, stt=ScriptedSTTService(["Can I talk to a person?"]), tts=ScriptedTTSService(),
-        listener=listener, settings=VoiceSettings(idle_s=30, max_silence_s=1.2), turn_detector=TurnDetector(),
-    )  # fmt: skip
+    call, leg, _ = smart_turn_voice([reply], ["Can I talk to a person?"], ScriptedTTSService(), listener)
     task = asyncio.create_task(run_call(call))
     more = _speech_8k("and also one more thing about my order from last week")
     said = np.concatenate([silence(0.5), _speech_8k("Can I talk to a person"), silence(0.5), more])
@@ -635,15 +639,9 @@ async def test_words_after_a_transfer_or_end_asked_for_too_soon_are_answered_wit
     turn is not recorded as a turn of its own."""
     parts = [_speech_8k(words) for words in said]
     transcripts = [f"{said[0]}?", said[1]]
-    leg = FakeLeg()
     listener = Listener()
-    actions = Actions(leg)
-    agent_brain = brain(agent(greeting=None), deps(scripted([call], [call])), channel="voice")
     tts = ScriptedTTSService(ms_per_char=5.0, ttfb_s=0.25)  # about Piper's time for a long first sentence
-    voice = VoiceCall(
-        leg, actions, agent_brain, stt=ScriptedSTTService(transcripts, delay_s=0.05), tts=tts, listener=listener,
-        settings=VoiceSettings(idle_s=30, max_silence_s=1.2), turn_detector=TurnDetector(),
-    )  # fmt: skip
+    voice, leg, actions = smart_turn_voice([[call], [call]], transcripts, tts, listener)
     task = asyncio.create_task(run_call(voice))
     await leg.speak(np.concatenate([silence(0.5), parts[0], silence(0.35), parts[1], silence(4.0)]))
     result = await task

@@ -3,8 +3,8 @@
 `ScriptedSTTService` is an `InOrderSTTService` (a `SegmentedSTTService`, as `WhisperSTTService`): pipecat
 cuts the caller's audio into segments on `VADUserStartedSpeakingFrame` / `VADUserStoppedSpeakingFrame` (from
 a `VADProcessor` or the user aggregator's VAD) and hands each to `run_stt`, which answers with the next
-scripted line after `delay_s`. `ScriptedTTSService` is a `TTSService` that "speaks" a text as a tone whose length is
-proportional to the text (`ms_per_char`), after `ttfb_s`. `EchoLLM` answers the last user message
+scripted line after `delay_s`. `ScriptedTTSService` is a `TTSService` that "speaks" a text as a tone whose
+length is proportional to the text (`ms_per_char`), after `ttfb_s`. `EchoLLM` answers the last user message
 with "You said <it>." through the LLM frames a real LLM service emits. For tests and offline demos;
 no network, no models.
 """

@@ -142,10 +142,10 @@ class BrainProcessor(FrameProcessor):
             await self.cancel_task(task)
 
     def _continuing(self, text: str) -> str:
-        """`text`, after the words of the turn before it when that turn was cut off unheard (see the module's
+        """`text`, after the words of the turn before it when that turn was cut short (see the module's
         docstring); that turn's messages then leave the brain's history."""
         cut = self._last
-        if cut is None or not cut.interrupted or not _cut_short(cut, at=cut.resumed_at) or not cut.added:
+        if cut is None or not cut.interrupted or not _cut_short(cut) or not cut.added:
             return text
         if cut.added[0].role != "user" or any(m.role == "user" for m in cut.added[1:]):
             return text
@@ -219,7 +219,7 @@ class BrainProcessor(FrameProcessor):
         await self.push_frame(TTSSpeakFrame(self.filler_text))
 
 
-def _cut_short(turn: TurnRecord, *, at: float | None) -> bool:
+def _cut_short(turn: TurnRecord, *, at: float | None = None) -> bool:
     """None of the turn's reply had gone out, or the caller's speech came back (by `at` at the latest) so soon
     after their turn ended that they were still talking (`RESUMED_WITHIN_S`)."""
     if turn.first_audio_at is None:
