@@ -414,9 +414,46 @@ def test_the_pause_starts_when_the_audio_goes_quiet_not_when_silero_lets_go() ->
     assert lingering is None or lingering > 6
     noise = (np.random.default_rng(1).normal(0, 100, 16000)).astype(np.int16)  # about -50 dBFS: a noisy line
     assert window_dbfs(noise.tobytes()) > SILENCE_DBFS
-    assert windows_to_quiet(_LingeringEarly(params=params), noise) == windows_to_quiet(
-        _Lingering(params=params), noise
-    )
+    assert windows_to_quiet(_LingeringEarly(params=params), noise) == windows_to_quiet(_Lingering(params=params), noise)
+
+
+def _frames_to_quiet(vad: Any, pcm: np.ndarray[Any, np.dtype[np.int16]], speech_end: int) -> float | None:
+    """Fed `pcm` in 20 ms frames (as the transport does): ms from `speech_end` (a sample) to the end of the
+    frame on which the VAD's state machine says QUIET (None: never)."""
+    vad.set_sample_rate(16000)
+    for start in range(0, len(pcm), 320):
+        if vad._run_analyzer(pcm[start : start + 320].tobytes()) is VADState.QUIET and start + 320 > speech_end:
+            return (start + 320 - speech_end) / 16
+    return None
+
+
+def test_a_quiet_pause_is_called_on_the_frame_that_completes_it_whatever_the_windows_phase() -> None:
+    """pipecat scores 32 ms windows, each once the 20 ms frame completing it arrives, and counts 6 after the
+    last speech window: the window holding the last word also holds up to 28 ms of pause it never counts, so
+    its stop came 200 or 220 ms after a frame-aligned speech end by the windows' phase. A digitally quiet pause
+    is called on the first frame that completes 192 ms of quiet (the count's length): 200 ms, every phase.
+    Over line noise the windows decide, as before (`quiet_stops` stays 0)."""
+    noise = np.random.default_rng(3).normal(0, 3000, 16000 * 3).astype(np.int16)  # "speech" to the stand-in
+    phases, delays = set(), []
+    for frames in range(40, 48):  # speech ends on a frame boundary, at each of the 8 phases of the windows
+        end = 320 * frames
+        phases.add(end % 512)
+        vad = _LingeringEarly(params=VADParams(stop_secs=0.2))
+        delays.append(_frames_to_quiet(vad, np.concatenate([noise[:end], np.zeros(16000, np.int16)]), end))
+    assert len(phases) == 8
+    assert delays == [200.0] * 8
+    hiss = np.random.default_rng(4).normal(0, 100, 16000).astype(np.int16)  # ~-50 dBFS: above the floor
+    vad = _LingeringEarly(params=VADParams(stop_secs=0.2))
+    assert _frames_to_quiet(vad, np.concatenate([noise[: 320 * 41], hiss]), 320 * 41) is None  # Silero lingers
+    assert vad.quiet_stops == 0
+    # The real Silero on real speech: never later than the frame completing the count's quiet.
+    speech = soxr.resample(_speech_8k("What time do you open on Saturday?"), RATE, 16000).astype(np.int16)
+    loud = np.flatnonzero(np.abs(speech.astype(np.int32)) > 300)
+    speech = speech[: int(loud[-1]) + 1]
+    for lead in range(0, 512, 64):
+        pcm = np.concatenate([np.zeros(lead, np.int16), speech, np.zeros(16000, np.int16)])
+        delay = _frames_to_quiet(EarlySpeechSileroVAD(params=VADParams(stop_secs=0.2)), pcm, lead + len(speech))
+        assert delay is not None and delay < 212
 
 
 def test_the_start_of_a_pause_is_reported_two_windows_in_and_once() -> None:

@@ -18,6 +18,17 @@ A window whose level is below `SILENCE_DBFS` (the line's own noise floor is well
 a caller's words are 30 dB and more above it) scores 0 for pipecat's state machine. Silero still sees every
 window, so its state stays what it would have been.
 
+The stop itself is timed by the audio, to the frame, when the pause is that quiet (a line with silence
+suppression, whose missing packets the jitter buffer plays as zeros; WebRTC's DTX; loopback benchmarks).
+pipecat counts the stop in whole windows after the last speech window, and a window is only scored once the
+20 ms frame that completes it arrives: the 32 ms window holding the last word also holds up to 28 ms of the
+pause, which the count never sees, so the stop came 0 or 20 ms after the count's length (6 windows, 192 ms)
+by the windows' phase against the speech (seen: two modes 20 ms apart in the runtime-overhead benchmark).
+`EarlySpeechSileroVAD` also counts the quiet samples at the end of the audio, in `QUIET_BLOCK` blocks below
+`SILENCE_DBFS`, window or not, and calls the pause on the first frame that brings that quiet to the count's
+length, once Silero has scored the pause's first windows as no speech (pipecat's STOPPING). Where the pause
+is line noise above the floor nothing changes: the windows decide.
+
 The start of a pause is reported too (`on_early_silence`): when `EARLY_SILENCE_WINDOWS` windows in a row
 have been silence after speech, ~64 ms into it, rather than after the `stop_secs` (200 ms) pipecat waits
 before it calls the pause. The STT transcribes what was said so far from then on, in case the pause lasts
@@ -39,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
 
@@ -49,6 +61,7 @@ EARLY_WINDOWS = 3  # 3 x 32 ms Silero windows at 16 kHz
 EARLY_MIN_DBFS = -40.0
 SILENCE_DBFS = -60.0  # a window this quiet is no speech, whatever Silero's state still says
 EARLY_SILENCE_WINDOWS = 2  # 2 x 32 ms windows of silence after speech: the caller may have finished
+QUIET_BLOCK = 32  # samples (2 ms at 16 kHz): how finely the quiet at the end of the audio is measured
 
 
 def window_dbfs(buffer: bytes) -> float:
@@ -85,6 +98,8 @@ class EarlySpeechSileroVAD(SileroVADAnalyzer):
         self.early_reports = 0
         self.early_silences = 0
         self._pause_reported = False  # this pause's start was reported
+        self._quiet_samples = 0  # samples under SILENCE_DBFS at the end of the audio so far (whole blocks)
+        self.quiet_stops = 0  # pauses called on the frame their quiet reached the count (before its windows did)
         self._streak = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -108,7 +123,12 @@ class EarlySpeechSileroVAD(SileroVADAnalyzer):
         return confidence
 
     def _run_analyzer(self, buffer: bytes) -> VADState:
+        self._count_quiet(np.frombuffer(buffer, dtype=np.int16))
         state = super()._run_analyzer(buffer)
+        if state == VADState.STOPPING and self._quiet_samples >= self._vad_stop_frames * self._vad_frames:
+            # the count's length of quiet has arrived (in whole frames) before its windows have all been scored
+            self._vad_state, self._vad_stopping_count, state = VADState.QUIET, 0, VADState.QUIET
+            self.quiet_stops += 1
         # pipecat counts the pause's windows in `_vad_stopping_count` (pinned pipecat 1.14.0)
         pausing = state == VADState.STOPPING and self._vad_stopping_count >= EARLY_SILENCE_WINDOWS
         if pausing and not self._pause_reported:
@@ -117,6 +137,19 @@ class EarlySpeechSileroVAD(SileroVADAnalyzer):
                 self._loop.call_soon_threadsafe(self.on_early_silence)
         self._pause_reported = pausing
         return state
+
+    def _count_quiet(self, pcm: NDArray[np.int16]) -> None:
+        """Extend the run of quiet samples at the end of the audio with `pcm`, or restart it after its last
+        loud block."""
+        tail = len(pcm) % QUIET_BLOCK
+        levels = window_rms(pcm, QUIET_BLOCK)
+        if tail:  # a frame that is not whole blocks: its last part is a (shorter) block of its own
+            levels = np.append(levels, window_rms(pcm[-tail:], tail))
+        loud = np.flatnonzero(levels >= 10 ** (SILENCE_DBFS / 20))
+        if not len(loud):
+            self._quiet_samples += len(pcm)
+        else:
+            self._quiet_samples = max(0, len(pcm) - (int(loud[-1]) + 1) * QUIET_BLOCK)
 
     def _report(self) -> None:
         self.early_reports += 1
