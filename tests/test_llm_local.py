@@ -11,12 +11,15 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import numpy as np
 import pytest
 from llama_cpp import Llama, llama_cpp
 
+from pipeline.llm import chat_template as ct
+from pipeline.llm import local_llama
 from pipeline.llm.constrained import GrammarSampler
 from pipeline.llm.local_llama import LocalLlamaProvider, LocalModelConfig
 from pipeline.llm.model_assets import ensure_model
@@ -190,6 +193,54 @@ async def test_later_turns_reuse_the_cached_prefix_even_when_conversations_alter
     assert usage(a2).cached_prompt_tokens >= usage(a1).prompt_tokens - 30
 
 
+async def test_the_next_message_s_header_is_read_ahead_after_a_reply_and_the_stream_ends_before_it(
+    llm: LocalLlamaProvider,
+) -> None:
+    """After a reply the model ended itself, the engine evaluates what every next prompt has after it (the
+    reply's end and the next user message's header) into the conversation's state, after the stream has
+    ended: the next turn evaluates only the caller's words and the assistant header."""
+
+    def usage(events: list[LLMEvent]) -> Usage:
+        return next(event for event in events if isinstance(event, Usage))
+
+    first = turn("Please say just the word hello.")
+    one = await collect(llm, first, [], max_tokens=40, prompt_cache_key="read-ahead")
+    assert finished(one).finish_reason == "stop", "the model ended its reply"
+    follow = ChatMessage("user", "And now goodbye?")
+    two = await collect(llm, [*first, ChatMessage("assistant", text_of(one)), follow], [], max_tokens=8,
+                        prompt_cache_key="read-ahead")  # fmt: skip
+    await llm.settled()
+    engine = llm.engine
+    with engine._lock:  # the model's own tokenizer
+        model = engine.load()
+        words = len(engine.tokenize(model, follow.content))
+        header = len(engine.tokenize(model, ct.IM_END + "\n" + ct.assistant_header()))
+    assert usage(two).prompt_tokens - usage(two).cached_prompt_tokens == words + header, usage(two)
+
+
+async def test_a_stream_ends_with_its_turn_not_after_the_engine_s_work_that_follows(
+    llm: LocalLlamaProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pipecat speaks a one-sentence reply only when the reply ends: the stream returns at the turn's end, while
+    the worker still keeps the conversation's state and reads ahead (held here until the stream is done)."""
+    held, reading = threading.Event(), threading.Event()
+    read_ahead = local_llama._Turn.read_ahead
+
+    def slow_read_ahead(turn: Any) -> None:
+        reading.set()
+        held.wait(30)
+        read_ahead(turn)
+
+    monkeypatch.setattr(local_llama._Turn, "read_ahead", slow_read_ahead)
+    try:
+        events = await asyncio.wait_for(collect(llm, turn("Please say just the word hello."), [], max_tokens=40), 20)
+        assert finished(events).finish_reason == "stop"
+        assert await asyncio.to_thread(reading.wait, 10), "the engine reads ahead after the turn"
+    finally:
+        held.set()
+    await llm.settled()
+
+
 async def test_a_warmed_up_agent_evaluates_only_the_first_message_and_a_released_call_is_forgotten(
     llm: LocalLlamaProvider,
 ) -> None:
@@ -201,6 +252,7 @@ async def test_a_warmed_up_agent_evaluates_only_the_first_message_and_a_released
     first = await collect(llm, [system, ChatMessage("user", "Are you open today?")], TOOLS, max_tokens=8,
                           prompt_cache_key="call-1")  # fmt: skip
     assert usage(first).prompt_tokens - usage(first).cached_prompt_tokens < 40, usage(first)
+    await llm.settled()  # the stream returned at the turn's end; the call's state is kept just after
     cache = llm.engine._cache
     owned = [entry for entry in cache._entries.values() if entry.owner == "call-1"]
     assert len(owned) == 1, "the call's own state, kept for its next turn"

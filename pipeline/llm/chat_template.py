@@ -125,6 +125,12 @@ def assistant_header() -> str:
     return f"{IM_START}assistant\n"
 
 
+def after_reply() -> str:
+    """What follows a text reply in every later prompt: its end, and the header of the next (user) message
+    (a caller's words and a tool's results are both user messages in Qwen's template)."""
+    return f"{IM_END}\n{IM_START}user\n"
+
+
 def tool_call_header(name: str) -> str:
     """Where the arguments start: the JSON-schema grammar continues right after this."""
     return f'{TOOL_CALL_START}\n{{"name": {_json(name)}, "arguments": '
