@@ -43,7 +43,10 @@ class KnowledgeSourceRef:
     @classmethod
     def from_config(cls, value: Mapping[str, Any]) -> KnowledgeSourceRef:
         return cls(
-            str(value["sourceId"]), str(value["label"]), str(value["kind"]), int(value["generation"]),
+            str(value["sourceId"]),
+            str(value["label"]),
+            str(value["kind"]),
+            int(value["generation"]),
             str(value["contentHash"]),
         )
 
@@ -77,11 +80,16 @@ class RetrievedChunk:
     text: str
     score: float  # cosine similarity of the query and the passage
     position: int = 0  # the passage's place in its source
+    focus: str = ""  # with `focus_chars`: the passage's sentences kept (in their order), "" for none
 
 
 class KnowledgeSearch(Protocol):
-    async def search(self, snapshot: KnowledgeSnapshot, query: str, top_k: int) -> list[RetrievedChunk]:
-        """The `top_k` passages of the snapshot's sources most similar to `query`, best first."""
+    async def search(
+        self, snapshot: KnowledgeSnapshot, query: str, top_k: int, *, focus_chars: int = 0
+    ) -> list[RetrievedChunk]:
+        """The `top_k` passages of the snapshot's sources most similar to `query`, best first. With
+        `focus_chars`, each passage's `focus` holds those of its sentences that are, over all the passages
+        returned, the ones most similar to `query`, best first until `focus_chars` in all."""
         ...
 
 

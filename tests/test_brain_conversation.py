@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.llm.errors import LLMBadResponse, LLMUnavailable
 from pipeline.llm.types import ChatMessage, ToolCall
+from runtime.brain.retrieval import VOICE_KNOWLEDGE_CHARS
 from runtime.events import ConversationEvent
 from runtime.knowledge import KnowledgeSnapshot, RetrievedChunk
 from tests.test_brain_support import (
@@ -159,8 +160,13 @@ async def test_an_unsupported_skill_type_is_reported_to_the_model() -> None:
 
 
 async def test_end_call_says_goodbye_and_ends_the_conversation() -> None:
-    a = agent(skills=[skill("sk_end", "Hang up", "end_call", {"goodbyeMessage": "Thanks for calling Tony's!"},
-                            schema=REASON_SCHEMA)])
+    a = agent(
+        skills=[
+            skill(
+                "sk_end", "Hang up", "end_call", {"goodbyeMessage": "Thanks for calling Tony's!"}, schema=REASON_SCHEMA
+            )
+        ]
+    )
     llm = scripted([ToolCall("e", "hang_up", {"reason": "caller is done"})])
     b = brain(a, deps(llm))
     events = await turn(b, "That's all, bye")
@@ -187,8 +193,14 @@ async def test_warm_transfer_by_rule_announces_who_and_why() -> None:
     b = brain(agent(), deps(llm))
     events = await turn(b, "I was charged twice on my invoice, get me a person")
     [handoff] = of_type(events, "handoff")
-    assert handoff.data == {"destination": "+14155550111", "reason": reason, "warm": True, "label": "Billing",
-                            "afterHours": False, "skillId": None}
+    assert handoff.data == {
+        "destination": "+14155550111",
+        "reason": reason,
+        "warm": True,
+        "label": "Billing",
+        "afterHours": False,
+        "skillId": None,
+    }
     assert message(events).startswith("I'm connecting you with our Billing team now (reason: question about a charge")
     assert not b.ended
 
@@ -201,8 +213,9 @@ async def test_transfer_to_the_default_destination() -> None:
 
 async def test_transfer_after_hours_is_refused_by_default() -> None:
     a = agent(businessHours=OPEN_HOURS)
-    llm = scripted([ToolCall("t", "transfer_to_human", {"reason": "wants a person"})],
-                   "We're closed now; can I take a message?")
+    llm = scripted(
+        [ToolCall("t", "transfer_to_human", {"reason": "wants a person"})], "We're closed now; can I take a message?"
+    )
     events = await turn(brain(a, deps(llm, Clock(SUNDAY_10AM_DENVER))), "person please")
     assert of_type(events, "handoff") == []
     [guard] = of_type(events, "guardrail")
@@ -221,24 +234,43 @@ async def test_transfer_after_hours_goes_to_the_on_call_number_when_allowed() ->
 
 
 async def test_transfer_skill_uses_its_destination_and_announcement() -> None:
-    a = agent(handoffConfig={"warm": False, "transferDestination": None, "transferRules": []},
-              skills=[skill("sk_t", "Transfer to kitchen", "transfer",
-                            {"destination": "+14155550177", "announce": "Connecting you to the kitchen."},
-                            schema=REASON_SCHEMA)])
+    a = agent(
+        handoffConfig={"warm": False, "transferDestination": None, "transferRules": []},
+        skills=[
+            skill(
+                "sk_t",
+                "Transfer to kitchen",
+                "transfer",
+                {"destination": "+14155550177", "announce": "Connecting you to the kitchen."},
+                schema=REASON_SCHEMA,
+            )
+        ],
+    )
     llm = scripted(["Sure. ", ToolCall("t", "transfer_to_kitchen", {"reason": "order change"})])
     events = await turn(brain(a, deps(llm)), "talk to the kitchen")
     [handoff] = of_type(events, "handoff")
     assert (handoff.data["destination"], handoff.data["warm"], handoff.data["skillId"]) == (
-        "+14155550177", False, "sk_t")
+        "+14155550177",
+        False,
+        "sk_t",
+    )
     assert message(events) == "Sure. Connecting you to the kitchen."
     assert "".join(e.data["text"] for e in of_type(events, "agent_delta")) == message(events)
 
 
 async def test_take_message_is_delivered_and_recorded(server: Loopback) -> None:
     server.routes["/messages"] = Reply(200, {})
-    a = agent(skills=[skill("sk_msg", "Take a message", "take_message",
-                            {"fields": ["name", "phone", "message"], "webhookUrl": server.url("/messages")},
-                            schema=string_schema("name", "phone", "message", required=False))])
+    a = agent(
+        skills=[
+            skill(
+                "sk_msg",
+                "Take a message",
+                "take_message",
+                {"fields": ["name", "phone", "message"], "webhookUrl": server.url("/messages")},
+                schema=string_schema("name", "phone", "message", required=False),
+            )
+        ]
+    )
     args = {"name": "Ann", "phone": "+14155550123", "message": "Please call back about catering"}
     llm = scripted([ToolCall("m", "take_a_message", args)], "Got it, Ann. We'll call you back.")
     events = await turn(brain(a, deps(llm)), "Can you take a message?")
@@ -249,12 +281,22 @@ async def test_take_message_is_delivered_and_recorded(server: Loopback) -> None:
 
 
 async def test_geo_skill_through_the_brain() -> None:
-    a = agent(skills=[skill("sk_geo", "Check delivery area", "geo",
-                            {"action": "check_service_area", "originAddress": "120 Main St, Boulder, CO 80302",
-                             "radiusMiles": 5}, schema=GEO_SCHEMA)])
-    llm = scripted([ToolCall("g", "check_delivery_area", {"address": "200 Pearl St"})],
-                   [ToolCall("g2", "check_delivery_area", {"address": "200 Pearl St, Boulder, CO 80302"})],
-                   "Yes, we deliver there.")
+    a = agent(
+        skills=[
+            skill(
+                "sk_geo",
+                "Check delivery area",
+                "geo",
+                {"action": "check_service_area", "originAddress": "120 Main St, Boulder, CO 80302", "radiusMiles": 5},
+                schema=GEO_SCHEMA,
+            )
+        ]
+    )
+    llm = scripted(
+        [ToolCall("g", "check_delivery_area", {"address": "200 Pearl St"})],
+        [ToolCall("g2", "check_delivery_area", {"address": "200 Pearl St, Boulder, CO 80302"})],
+        "Yes, we deliver there.",
+    )
     events = await turn(brain(a, deps(llm)), "Do you deliver to 200 Pearl St?")
     first, second = of_type(events, "tool_call")
     assert first.data["status"] == "error" and "ZIP" in first.data["result"]["error"]
@@ -276,6 +318,22 @@ async def test_each_turn_retrieves_knowledge_for_the_model() -> None:
     assert sent[-2].role == "system" and "$18.50" in sent[-2].content and "We open at 11" not in sent[-2].content
     assert sent[-1] == ChatMessage("user", "How much is a large supreme?")
     assert all("$18.50" not in m.content for m in b.history if m.role != "assistant")  # for that turn only
+
+
+async def test_on_a_call_the_model_gets_the_passages_sentences_the_search_kept_in_chat_whole_passages() -> None:
+    """The local model reads its prompt a token at a time before a caller hears a word: a call asks the search
+    for the sentences nearest the question (`VOICE_KNOWLEDGE_CHARS`), chat keeps the passages whole."""
+    passage = "A large supreme is $18.50. It has peppers, onions and olives. We bake it for nine minutes."
+    sent: dict[str, str] = {}
+    for channel in ("chat", "voice"):
+        search = FakeKnowledge([chunk(passage, 0.82)])
+        llm = scripted("A large supreme is $18.50.")
+        b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search), channel=channel)
+        await turn(b, "How much is a large supreme?")
+        assert search.focus_asked == [VOICE_KNOWLEDGE_CHARS if channel == "voice" else 0]
+        sent[channel] = llm.calls[0].messages[-2].content
+    assert passage in sent["chat"]
+    assert "A large supreme is $18.50." in sent["voice"] and "nine minutes" not in sent["voice"]
 
 
 async def test_unanswerable_questions_are_recorded_as_gaps() -> None:
@@ -302,8 +360,10 @@ class FindsOnlyFor(FakeKnowledge):
 
     query: str = ""
 
-    async def search(self, snapshot: KnowledgeSnapshot, query: str, top_k: int) -> list[RetrievedChunk]:
-        found = await super().search(snapshot, query, top_k)
+    async def search(
+        self, snapshot: KnowledgeSnapshot, query: str, top_k: int, *, focus_chars: int = 0
+    ) -> list[RetrievedChunk]:
+        found = await super().search(snapshot, query, top_k, focus_chars=focus_chars)
         return found if query == self.query else []
 
 

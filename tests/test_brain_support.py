@@ -9,7 +9,7 @@ import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as StarletteRoute
 
 from control_api.net_guard import guarded_client
+from pipeline.knowledge.chunking import split_sentences
 from pipeline.llm.scripted import ScriptedLLM, ScriptedTurn
 from runtime.agent_config import CompiledAgent
 from runtime.brain import AgentBrain, BrainDeps
@@ -54,15 +55,27 @@ class Clock:
 
 
 def skill(
-    id: str, name: str, skill_type: str, config: dict[str, Any] | None = None, *,
-    schema: dict[str, Any] | None = None, **flags: Any,
+    id: str,
+    name: str,
+    skill_type: str,
+    config: dict[str, Any] | None = None,
+    *,
+    schema: dict[str, Any] | None = None,
+    **flags: Any,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "id": id, "name": name, "description": f"{name}.", "skillType": skill_type,
+        "id": id,
+        "name": name,
+        "description": f"{name}.",
+        "skillType": skill_type,
         "executionConfig": config or {},
         "parametersSchema": schema or {"type": "object", "properties": {}, "required": []},
-        "enabled": True, "requiresVerifiedIdentity": False, "verificationLevel": "basic",
-        "allowedFields": None, "requiresConfirmation": False, "stakes": "low",
+        "enabled": True,
+        "requiresVerifiedIdentity": False,
+        "verificationLevel": "basic",
+        "allowedFields": None,
+        "requiresConfirmation": False,
+        "stakes": "low",
     }
     spec.update(flags)
     return spec
@@ -86,17 +99,32 @@ REASON_SCHEMA = {"type": "object", "properties": {"reason": {"type": "string"}},
 
 def method(name: str = "dob_postcode", verifier: str | None = "sk_verify", **over: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "method": name, "requiredFields": ["date_of_birth", "postcode"], "verifierSkillId": verifier,
-        "tokenTtlSeconds": 600, "maxAttempts": 3, "stepUpFor": [],
+        "method": name,
+        "requiredFields": ["date_of_birth", "postcode"],
+        "verifierSkillId": verifier,
+        "tokenTtlSeconds": 600,
+        "maxAttempts": 3,
+        "stepUpFor": [],
     }
     spec.update(over)
     return spec
 
 
-def policy(policy_type: str, config: dict[str, Any] | None = None, *, skill_id: str | None = None,
-           skill_type: str | None = None, enabled: bool = True) -> dict[str, Any]:
-    return {"policyType": policy_type, "isEnabled": enabled, "appliesToSkillType": skill_type,
-            "appliesToSkillId": skill_id, "config": config or {}}
+def policy(
+    policy_type: str,
+    config: dict[str, Any] | None = None,
+    *,
+    skill_id: str | None = None,
+    skill_type: str | None = None,
+    enabled: bool = True,
+) -> dict[str, Any]:
+    return {
+        "policyType": policy_type,
+        "isEnabled": enabled,
+        "appliesToSkillType": skill_type,
+        "appliesToSkillId": skill_id,
+        "config": config or {},
+    }
 
 
 def agent(**over: Any) -> CompiledAgent:
@@ -104,8 +132,11 @@ def agent(**over: Any) -> CompiledAgent:
         "schemaVersion": 1,
         "agentId": "agt_tony",
         "name": "Tony's Pizza",
-        "persona": {"role": "Friendly order taker for a pizzeria.",
-                    "goals": ["Take pizza orders", "Answer menu questions"], "neverDo": ["Promise discounts"]},
+        "persona": {
+            "role": "Friendly order taker for a pizzeria.",
+            "goals": ["Take pizza orders", "Answer menu questions"],
+            "neverDo": ["Promise discounts"],
+        },
         "primaryLanguage": "en",
         "languages": ["en", "es"],
         "defaultVoiceId": None,
@@ -115,13 +146,20 @@ def agent(**over: Any) -> CompiledAgent:
             "warm": True,
             "transferDestination": "+14155550100",
             "transferRules": [
-                {"label": "Billing", "when": "caller asks about an invoice, charge, or refund",
-                 "destination": "+14155550111"},
+                {
+                    "label": "Billing",
+                    "when": "caller asks about an invoice, charge, or refund",
+                    "destination": "+14155550111",
+                },
                 {"label": "Spanish line", "when": "caller prefers Spanish", "destination": "+14155550122"},
             ],
         },
-        "callControl": {"maxCallSeconds": 600, "idleReminderSeconds": 10, "idleReminderCount": 2,
-                        "onNoResponseAction": "end"},
+        "callControl": {
+            "maxCallSeconds": 600,
+            "idleReminderSeconds": 10,
+            "idleReminderCount": 2,
+            "onNoResponseAction": "end",
+        },
         "businessHours": None,
         "afterHours": {"allowHumanTransfer": False, "number": None},
         "skills": [],
@@ -143,21 +181,29 @@ class FakeKnowledge:
 
     chunks: list[RetrievedChunk] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)
+    focus_asked: list[int] = field(default_factory=list)  # each search's focus_chars
     fail: bool = False
 
-    async def search(self, snapshot: KnowledgeSnapshot, query: str, top_k: int) -> list[RetrievedChunk]:
+    async def search(
+        self, snapshot: KnowledgeSnapshot, query: str, top_k: int, *, focus_chars: int = 0
+    ) -> list[RetrievedChunk]:
         self.queries.append(query)
+        self.focus_asked.append(focus_chars)
         if self.fail:
             raise RuntimeError("index offline")
-        return self.chunks[:top_k]
+        if not focus_chars:
+            return self.chunks[:top_k]
+        # Not ranked by meaning, as the real index does: each chunk's first sentence is its focus.
+        return [replace(c, focus=split_sentences(c.text)[0]) for c in self.chunks[:top_k]]
 
 
 @dataclass
 class GapLog:
     gaps: list[tuple[str, str, str, float | None, str | None]] = field(default_factory=list)
 
-    async def record_gap(self, org_id: str, agent_id: str, question: str, top_score: float | None,
-                         conversation_id: str | None = None) -> None:
+    async def record_gap(
+        self, org_id: str, agent_id: str, question: str, top_score: float | None, conversation_id: str | None = None
+    ) -> None:
         self.gaps.append((org_id, agent_id, question, top_score, conversation_id))
 
 
@@ -206,8 +252,7 @@ class Loopback:
         query: dict[str, list[str]] = {}
         for key, value in request.query_params.multi_items():
             query.setdefault(key, []).append(value)
-        seen = Seen(request.method, request.url.path, query, dict(request.headers),
-                    json.loads(raw) if raw else None)
+        seen = Seen(request.method, request.url.path, query, dict(request.headers), json.loads(raw) if raw else None)
         self.seen.append(seen)
         self.arrived.set()
         route = self.routes.get(request.url.path)
@@ -259,8 +304,14 @@ def scripted(*turns: ScriptedTurn, **kwargs: Any) -> ScriptedLLM:
 
 def brain(agent_: CompiledAgent, deps_: BrainDeps, channel: str = "chat") -> AgentBrain:
     assert channel in ("chat", "voice")
-    return AgentBrain(agent_, deps_, channel="chat" if channel == "chat" else "voice", conversation_id="cnv_1",
-                      org_id="org_1", caller_id="+14155559999")
+    return AgentBrain(
+        agent_,
+        deps_,
+        channel="chat" if channel == "chat" else "voice",
+        conversation_id="cnv_1",
+        org_id="org_1",
+        caller_id="+14155559999",
+    )
 
 
 async def turn(b: AgentBrain, text: str) -> list[ConversationEvent]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_api.knowledge import repository as repo
+from pipeline.knowledge.chunking import split_sentences
 from pipeline.knowledge.embedder import DIMENSION, Embedder, Vectors, from_bytes
 from runtime.knowledge import KnowledgeSnapshot, RetrievedChunk
 
@@ -55,9 +56,7 @@ class KnowledgeIndex:
                     if passages
                     else np.zeros((0, DIMENSION), dtype=np.float32)
                 )
-                generation = _Generation(
-                    tuple(t for _, t, _ in passages), tuple(p for p, _, _ in passages), matrix
-                )
+                generation = _Generation(tuple(t for _, t, _ in passages), tuple(p for p, _, _ in passages), matrix)
                 found[key] = generation
                 self._remember(key, generation)
         return found
@@ -71,7 +70,9 @@ class KnowledgeIndex:
             _, evicted = self._cache.popitem(last=False)
             self._cached_bytes -= evicted.nbytes
 
-    async def search(self, snapshot: KnowledgeSnapshot, query: str, top_k: int) -> list[RetrievedChunk]:
+    async def search(
+        self, snapshot: KnowledgeSnapshot, query: str, top_k: int, *, focus_chars: int = 0
+    ) -> list[RetrievedChunk]:
         top_k = max(1, min(top_k, MAX_TOP_K))
         if not snapshot or not query.strip():
             return []
@@ -88,10 +89,34 @@ class KnowledgeIndex:
             best = np.argsort(-scores)[:top_k]
             candidates.extend(
                 RetrievedChunk(
-                    source.source_id, source.label, generation.texts[i], round(float(scores[i]), 4),
+                    source.source_id,
+                    source.label,
+                    generation.texts[i],
+                    round(float(scores[i]), 4),
                     generation.positions[i],
                 )
                 for i in best
             )
         candidates.sort(key=lambda c: (-c.score, c.source_id, c.position))
-        return candidates[:top_k]
+        found = candidates[:top_k]
+        if focus_chars > 0 and found:
+            found = await asyncio.to_thread(self._focus, found, vector, focus_chars)
+        return found
+
+    def _focus(self, chunks: list[RetrievedChunk], query: Vectors, budget: int) -> list[RetrievedChunk]:
+        """Each chunk with its `focus`: the sentences of all `chunks` most similar to the query, best first
+        while they fit `budget` characters in all (the best one always), each kept in its passage's order."""
+        sentences = [(i, text) for i, chunk in enumerate(chunks) for text in split_sentences(chunk.text)]
+        scores = self._embedder.encode([text for _, text in sentences]) @ query
+        kept: set[int] = set()
+        used = 0
+        for k in np.argsort(-scores):
+            size = len(sentences[k][1]) + 1
+            if kept and used + size > budget:
+                continue  # a shorter one further down may still fit
+            kept.add(int(k))
+            used += size
+        return [
+            replace(chunk, focus=" ".join(text for k, (j, text) in enumerate(sentences) if j == i and k in kept))
+            for i, chunk in enumerate(chunks)
+        ]

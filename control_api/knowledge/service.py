@@ -43,8 +43,10 @@ class KnowledgeService:
         self.index = KnowledgeIndex(engine, self.embedder)
         self.worker = IngestionWorker(engine, clock, self.embedder, self.allow_hosts)
 
-    async def search(self, snapshot: KnowledgeSnapshot, query: str, top_k: int) -> list[RetrievedChunk]:
-        return await self.index.search(snapshot, query, top_k)
+    async def search(
+        self, snapshot: KnowledgeSnapshot, query: str, top_k: int, *, focus_chars: int = 0
+    ) -> list[RetrievedChunk]:
+        return await self.index.search(snapshot, query, top_k, focus_chars=focus_chars)
 
     async def record_gap(
         self,

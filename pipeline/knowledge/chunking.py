@@ -42,6 +42,11 @@ def _sentences(block: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(flat) if s.strip()]
 
 
+def split_sentences(passage: str) -> list[str]:
+    """A passage's sentences, each line on its own (a FAQ's question and its answer), whitespace collapsed."""
+    return [" ".join(s.split()) for line in passage.split("\n") for s in _SENTENCE_END.split(line) if s.strip()]
+
+
 def _cut_long(sentence: str, max_chars: int) -> list[str]:
     if len(sentence) <= max_chars:
         return [sentence]

@@ -182,8 +182,12 @@ class AgentBrain:
         the conversation ended, as JSON. A channel that builds a new brain per turn must store this after
         each turn and give it back with `load_state` (from its own storage, never from the client), or
         every turn starts unverified and maxAttempts/maxPerCall count per turn."""
-        return {"version": STATE_VERSION, "ended": self._ended, "verification": self._verification.to_state(),
-                "skillRuns": dict(self._runner.runs)}
+        return {
+            "version": STATE_VERSION,
+            "ended": self._ended,
+            "verification": self._verification.to_state(),
+            "skillRuns": dict(self._runner.runs),
+        }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
@@ -344,8 +348,9 @@ class AgentBrain:
     def _close(self, turn: _Turn, effect: Effect | None) -> list[ConversationEvent]:
         hit = turn.guard.hit or guardrails.phrase_in(turn.shown, self._phrases)
         if hit is not None:
-            blocked = ev.guardrail("content_rule", "deny", "the reply contained a blocked phrase", turn.ms(),
-                                   phrase=hit[0])
+            blocked = ev.guardrail(
+                "content_rule", "deny", "the reply contained a blocked phrase", turn.ms(), phrase=hit[0]
+            )
             return [blocked, *self._finish(turn, hit[1])]
         closing = ""
         if effect is not None and effect.kind == "end":
@@ -375,15 +380,17 @@ class AgentBrain:
     async def _retrieve(self, turn: _Turn) -> AsyncGenerator[ConversationEvent, None]:
         if self.deps.knowledge is None or not self.agent.knowledge:
             return
+        voice = self.channel == "voice"  # a call hears the reply's first word after the model has read this
         found = await retrieval.retrieve(
-            self.deps.knowledge, self.agent.knowledge, turn.user_text, timeout_s=self.deps.tool_timeout_s
-        )
+            self.deps.knowledge, self.agent.knowledge, turn.user_text, timeout_s=self.deps.tool_timeout_s,
+            focus_chars=retrieval.VOICE_KNOWLEDGE_CHARS if voice else 0,
+        )  # fmt: skip
         if found.error is not None:
             yield ev.error(found.error, turn.ms(), code="knowledge_unavailable")
             return
         yield ev.kb_retrieval(turn.user_text, retrieval.passages_json(found), found.top_score, turn.ms())
         if found.passages:
-            turn.context = retrieval.context_message(found.passages)
+            turn.context = retrieval.context_message(found.passages, focused=voice)
         if self.deps.gaps is not None and retrieval.is_gap(found, turn.user_text):
             try:
                 await self.deps.gaps.record_gap(

@@ -3,6 +3,11 @@
 Each user turn is searched automatically (top 3). Passages scoring at least `DEFAULT_MIN_SCORE` go to the
 model as a system message placed just before the user's message, for that turn only. A turn is a
 knowledge gap when nothing scored that high and the message looks like a question (`looks_like_question`).
+
+On a call, the message holds only the passages' sentences nearest the caller's words, `VOICE_KNOWLEDGE_CHARS`
+in all (`focus_chars`, ranked by the search's own embeddings): the local model reads its prompt at ~8 ms a
+token here, and three whole passages (up to 800 characters each) kept the caller waiting 1.9-2.9 s for the
+first word of a reply (measured, Qwen2.5 0.5B, 2 cores), 0.3 s without knowledge. Chat keeps whole passages.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from runtime.knowledge import DEFAULT_MIN_SCORE, KnowledgeSearch, KnowledgeSnaps
 
 log = logging.getLogger(__name__)
 TOP_K = 3
+VOICE_KNOWLEDGE_CHARS = 300  # ~75 tokens: two or three sentences
 
 
 @dataclass(frozen=True)
@@ -37,11 +43,17 @@ class Retrieval:
 
 
 async def retrieve(
-    search: KnowledgeSearch, snapshot: KnowledgeSnapshot, query: str, *, timeout_s: float, top_k: int = TOP_K
+    search: KnowledgeSearch,
+    snapshot: KnowledgeSnapshot,
+    query: str,
+    *,
+    timeout_s: float,
+    top_k: int = TOP_K,
+    focus_chars: int = 0,
 ) -> Retrieval:
     try:
         async with asyncio.timeout(timeout_s):
-            chunks = await search.search(snapshot, query, top_k)
+            chunks = await search.search(snapshot, query, top_k, focus_chars=focus_chars)
     except TimeoutError:
         return Retrieval((), error="the knowledge search did not answer in time")
     except Exception as exc:  # a failing search must not end the turn
@@ -52,16 +64,24 @@ async def retrieve(
 
 def passages_json(retrieval: Retrieval) -> list[dict[str, Any]]:
     return [
-        {"sourceId": c.source_id, "source": c.source_label, "text": c.text, "score": round(c.score, 4),
-         "used": c.score >= retrieval.min_score}
+        {
+            "sourceId": c.source_id,
+            "source": c.source_label,
+            "text": c.text,
+            "score": round(c.score, 4),
+            "used": c.score >= retrieval.min_score,
+        }
         for c in retrieval.chunks
     ]
 
 
-def context_message(passages: tuple[RetrievedChunk, ...]) -> ChatMessage:
-    lines = ["Knowledge passages for the customer's next message (use them if they answer it; never "
-             "contradict them):"]
-    lines += [f"[{n}] ({c.source_label}) {' '.join(c.text.split())}" for n, c in enumerate(passages, start=1)]
+def context_message(passages: tuple[RetrievedChunk, ...], *, focused: bool = False) -> ChatMessage:
+    """The passages for the model; `focused`: only their sentences kept by the search (`RetrievedChunk.focus`),
+    and none of a passage that kept none."""
+    lines = ["Knowledge passages for the customer's next message (use them if they answer it; never contradict them):"]
+    texts = [(c.source_label, c.focus if focused else c.text) for c in passages]
+    kept = [(label, text) for label, text in texts if text.strip()]
+    lines += [f"[{n}] ({label}) {' '.join(text.split())}" for n, (label, text) in enumerate(kept, start=1)]
     return ChatMessage("system", "\n".join(lines))
 
 
