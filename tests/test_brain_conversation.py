@@ -160,13 +160,8 @@ async def test_an_unsupported_skill_type_is_reported_to_the_model() -> None:
 
 
 async def test_end_call_says_goodbye_and_ends_the_conversation() -> None:
-    a = agent(
-        skills=[
-            skill(
-                "sk_end", "Hang up", "end_call", {"goodbyeMessage": "Thanks for calling Tony's!"}, schema=REASON_SCHEMA
-            )
-        ]
-    )
+    a = agent(skills=[skill("sk_end", "Hang up", "end_call", {"goodbyeMessage": "Thanks for calling Tony's!"},
+                            schema=REASON_SCHEMA)])
     llm = scripted([ToolCall("e", "hang_up", {"reason": "caller is done"})])
     b = brain(a, deps(llm))
     events = await turn(b, "That's all, bye")
@@ -193,14 +188,8 @@ async def test_warm_transfer_by_rule_announces_who_and_why() -> None:
     b = brain(agent(), deps(llm))
     events = await turn(b, "I was charged twice on my invoice, get me a person")
     [handoff] = of_type(events, "handoff")
-    assert handoff.data == {
-        "destination": "+14155550111",
-        "reason": reason,
-        "warm": True,
-        "label": "Billing",
-        "afterHours": False,
-        "skillId": None,
-    }
+    assert handoff.data == {"destination": "+14155550111", "reason": reason, "warm": True, "label": "Billing",
+                            "afterHours": False, "skillId": None}
     assert message(events).startswith("I'm connecting you with our Billing team now (reason: question about a charge")
     assert not b.ended
 
@@ -213,9 +202,8 @@ async def test_transfer_to_the_default_destination() -> None:
 
 async def test_transfer_after_hours_is_refused_by_default() -> None:
     a = agent(businessHours=OPEN_HOURS)
-    llm = scripted(
-        [ToolCall("t", "transfer_to_human", {"reason": "wants a person"})], "We're closed now; can I take a message?"
-    )
+    llm = scripted([ToolCall("t", "transfer_to_human", {"reason": "wants a person"})],
+                   "We're closed now; can I take a message?")
     events = await turn(brain(a, deps(llm, Clock(SUNDAY_10AM_DENVER))), "person please")
     assert of_type(events, "handoff") == []
     [guard] = of_type(events, "guardrail")
@@ -234,43 +222,24 @@ async def test_transfer_after_hours_goes_to_the_on_call_number_when_allowed() ->
 
 
 async def test_transfer_skill_uses_its_destination_and_announcement() -> None:
-    a = agent(
-        handoffConfig={"warm": False, "transferDestination": None, "transferRules": []},
-        skills=[
-            skill(
-                "sk_t",
-                "Transfer to kitchen",
-                "transfer",
-                {"destination": "+14155550177", "announce": "Connecting you to the kitchen."},
-                schema=REASON_SCHEMA,
-            )
-        ],
-    )
+    a = agent(handoffConfig={"warm": False, "transferDestination": None, "transferRules": []},
+              skills=[skill("sk_t", "Transfer to kitchen", "transfer",
+                            {"destination": "+14155550177", "announce": "Connecting you to the kitchen."},
+                            schema=REASON_SCHEMA)])
     llm = scripted(["Sure. ", ToolCall("t", "transfer_to_kitchen", {"reason": "order change"})])
     events = await turn(brain(a, deps(llm)), "talk to the kitchen")
     [handoff] = of_type(events, "handoff")
     assert (handoff.data["destination"], handoff.data["warm"], handoff.data["skillId"]) == (
-        "+14155550177",
-        False,
-        "sk_t",
-    )
+        "+14155550177", False, "sk_t")
     assert message(events) == "Sure. Connecting you to the kitchen."
     assert "".join(e.data["text"] for e in of_type(events, "agent_delta")) == message(events)
 
 
 async def test_take_message_is_delivered_and_recorded(server: Loopback) -> None:
     server.routes["/messages"] = Reply(200, {})
-    a = agent(
-        skills=[
-            skill(
-                "sk_msg",
-                "Take a message",
-                "take_message",
-                {"fields": ["name", "phone", "message"], "webhookUrl": server.url("/messages")},
-                schema=string_schema("name", "phone", "message", required=False),
-            )
-        ]
-    )
+    a = agent(skills=[skill("sk_msg", "Take a message", "take_message",
+                            {"fields": ["name", "phone", "message"], "webhookUrl": server.url("/messages")},
+                            schema=string_schema("name", "phone", "message", required=False))])
     args = {"name": "Ann", "phone": "+14155550123", "message": "Please call back about catering"}
     llm = scripted([ToolCall("m", "take_a_message", args)], "Got it, Ann. We'll call you back.")
     events = await turn(brain(a, deps(llm)), "Can you take a message?")
@@ -281,22 +250,12 @@ async def test_take_message_is_delivered_and_recorded(server: Loopback) -> None:
 
 
 async def test_geo_skill_through_the_brain() -> None:
-    a = agent(
-        skills=[
-            skill(
-                "sk_geo",
-                "Check delivery area",
-                "geo",
-                {"action": "check_service_area", "originAddress": "120 Main St, Boulder, CO 80302", "radiusMiles": 5},
-                schema=GEO_SCHEMA,
-            )
-        ]
-    )
-    llm = scripted(
-        [ToolCall("g", "check_delivery_area", {"address": "200 Pearl St"})],
-        [ToolCall("g2", "check_delivery_area", {"address": "200 Pearl St, Boulder, CO 80302"})],
-        "Yes, we deliver there.",
-    )
+    a = agent(skills=[skill("sk_geo", "Check delivery area", "geo",
+                            {"action": "check_service_area", "originAddress": "120 Main St, Boulder, CO 80302",
+                             "radiusMiles": 5}, schema=GEO_SCHEMA)])
+    llm = scripted([ToolCall("g", "check_delivery_area", {"address": "200 Pearl St"})],
+                   [ToolCall("g2", "check_delivery_area", {"address": "200 Pearl St, Boulder, CO 80302"})],
+                   "Yes, we deliver there.")
     events = await turn(brain(a, deps(llm)), "Do you deliver to 200 Pearl St?")
     first, second = of_type(events, "tool_call")
     assert first.data["status"] == "error" and "ZIP" in first.data["result"]["error"]

@@ -55,27 +55,15 @@ class Clock:
 
 
 def skill(
-    id: str,
-    name: str,
-    skill_type: str,
-    config: dict[str, Any] | None = None,
-    *,
-    schema: dict[str, Any] | None = None,
-    **flags: Any,
+    id: str, name: str, skill_type: str, config: dict[str, Any] | None = None, *,
+    schema: dict[str, Any] | None = None, **flags: Any,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "id": id,
-        "name": name,
-        "description": f"{name}.",
-        "skillType": skill_type,
+        "id": id, "name": name, "description": f"{name}.", "skillType": skill_type,
         "executionConfig": config or {},
         "parametersSchema": schema or {"type": "object", "properties": {}, "required": []},
-        "enabled": True,
-        "requiresVerifiedIdentity": False,
-        "verificationLevel": "basic",
-        "allowedFields": None,
-        "requiresConfirmation": False,
-        "stakes": "low",
+        "enabled": True, "requiresVerifiedIdentity": False, "verificationLevel": "basic",
+        "allowedFields": None, "requiresConfirmation": False, "stakes": "low",
     }
     spec.update(flags)
     return spec
@@ -99,32 +87,17 @@ REASON_SCHEMA = {"type": "object", "properties": {"reason": {"type": "string"}},
 
 def method(name: str = "dob_postcode", verifier: str | None = "sk_verify", **over: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "method": name,
-        "requiredFields": ["date_of_birth", "postcode"],
-        "verifierSkillId": verifier,
-        "tokenTtlSeconds": 600,
-        "maxAttempts": 3,
-        "stepUpFor": [],
+        "method": name, "requiredFields": ["date_of_birth", "postcode"], "verifierSkillId": verifier,
+        "tokenTtlSeconds": 600, "maxAttempts": 3, "stepUpFor": [],
     }
     spec.update(over)
     return spec
 
 
-def policy(
-    policy_type: str,
-    config: dict[str, Any] | None = None,
-    *,
-    skill_id: str | None = None,
-    skill_type: str | None = None,
-    enabled: bool = True,
-) -> dict[str, Any]:
-    return {
-        "policyType": policy_type,
-        "isEnabled": enabled,
-        "appliesToSkillType": skill_type,
-        "appliesToSkillId": skill_id,
-        "config": config or {},
-    }
+def policy(policy_type: str, config: dict[str, Any] | None = None, *, skill_id: str | None = None,
+           skill_type: str | None = None, enabled: bool = True) -> dict[str, Any]:
+    return {"policyType": policy_type, "isEnabled": enabled, "appliesToSkillType": skill_type,
+            "appliesToSkillId": skill_id, "config": config or {}}
 
 
 def agent(**over: Any) -> CompiledAgent:
@@ -132,11 +105,8 @@ def agent(**over: Any) -> CompiledAgent:
         "schemaVersion": 1,
         "agentId": "agt_tony",
         "name": "Tony's Pizza",
-        "persona": {
-            "role": "Friendly order taker for a pizzeria.",
-            "goals": ["Take pizza orders", "Answer menu questions"],
-            "neverDo": ["Promise discounts"],
-        },
+        "persona": {"role": "Friendly order taker for a pizzeria.",
+                    "goals": ["Take pizza orders", "Answer menu questions"], "neverDo": ["Promise discounts"]},
         "primaryLanguage": "en",
         "languages": ["en", "es"],
         "defaultVoiceId": None,
@@ -146,20 +116,13 @@ def agent(**over: Any) -> CompiledAgent:
             "warm": True,
             "transferDestination": "+14155550100",
             "transferRules": [
-                {
-                    "label": "Billing",
-                    "when": "caller asks about an invoice, charge, or refund",
-                    "destination": "+14155550111",
-                },
+                {"label": "Billing", "when": "caller asks about an invoice, charge, or refund",
+                 "destination": "+14155550111"},
                 {"label": "Spanish line", "when": "caller prefers Spanish", "destination": "+14155550122"},
             ],
         },
-        "callControl": {
-            "maxCallSeconds": 600,
-            "idleReminderSeconds": 10,
-            "idleReminderCount": 2,
-            "onNoResponseAction": "end",
-        },
+        "callControl": {"maxCallSeconds": 600, "idleReminderSeconds": 10, "idleReminderCount": 2,
+                        "onNoResponseAction": "end"},
         "businessHours": None,
         "afterHours": {"allowHumanTransfer": False, "number": None},
         "skills": [],
@@ -201,9 +164,8 @@ class FakeKnowledge:
 class GapLog:
     gaps: list[tuple[str, str, str, float | None, str | None]] = field(default_factory=list)
 
-    async def record_gap(
-        self, org_id: str, agent_id: str, question: str, top_score: float | None, conversation_id: str | None = None
-    ) -> None:
+    async def record_gap(self, org_id: str, agent_id: str, question: str, top_score: float | None,
+                         conversation_id: str | None = None) -> None:
         self.gaps.append((org_id, agent_id, question, top_score, conversation_id))
 
 
@@ -252,7 +214,8 @@ class Loopback:
         query: dict[str, list[str]] = {}
         for key, value in request.query_params.multi_items():
             query.setdefault(key, []).append(value)
-        seen = Seen(request.method, request.url.path, query, dict(request.headers), json.loads(raw) if raw else None)
+        seen = Seen(request.method, request.url.path, query, dict(request.headers),
+                    json.loads(raw) if raw else None)
         self.seen.append(seen)
         self.arrived.set()
         route = self.routes.get(request.url.path)
@@ -304,14 +267,8 @@ def scripted(*turns: ScriptedTurn, **kwargs: Any) -> ScriptedLLM:
 
 def brain(agent_: CompiledAgent, deps_: BrainDeps, channel: str = "chat") -> AgentBrain:
     assert channel in ("chat", "voice")
-    return AgentBrain(
-        agent_,
-        deps_,
-        channel="chat" if channel == "chat" else "voice",
-        conversation_id="cnv_1",
-        org_id="org_1",
-        caller_id="+14155559999",
-    )
+    return AgentBrain(agent_, deps_, channel="chat" if channel == "chat" else "voice", conversation_id="cnv_1",
+                      org_id="org_1", caller_id="+14155559999")
 
 
 async def turn(b: AgentBrain, text: str) -> list[ConversationEvent]:

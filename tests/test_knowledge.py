@@ -26,10 +26,8 @@ from tests.test_knowledge_support import (
 clock, embedder, knowledge, pages = support.clock, support.embedder, support.knowledge, support.pages
 
 FAQ = [
-    {
-        "question": "How do I reset my password?",
-        "answer": "Click 'Forgot password' on the sign-in page and follow the link we email you.",
-    },
+    {"question": "How do I reset my password?", "answer": "Click 'Forgot password' on the sign-in page and "
+     "follow the link we email you."},
     {"question": "Do you deliver on weekends?", "answer": "Yes, we deliver on Saturdays between 9am and 1pm."},
     {"question": "Where can I park?", "answer": "Free parking is available behind the building."},
 ]
@@ -63,11 +61,7 @@ async def test_preview_ranks_the_relevant_passage_clearly_first(tenant: Tenant, 
     agent = await tenant.create_agent()
     await indexed(tenant, knowledge, agent["id"], kind="faq", label="FAQ", items=FAQ)
     await indexed(
-        tenant,
-        knowledge,
-        agent["id"],
-        kind="text",
-        label="About",
+        tenant, knowledge, agent["id"], kind="text", label="About",
         text="Acme was founded in 1972 by two brothers who loved bicycles.",
     )
     result = await preview(tenant, agent["id"], "Can I get a delivery on Saturday?", topK=4)
@@ -76,11 +70,8 @@ async def test_preview_ranks_the_relevant_passage_clearly_first(tenant: Tenant, 
     assert scores == sorted(scores, reverse=True) and result["topScore"] == scores[0]
     unrelated = next(c for c in result["chunks"] if "bicycles" in c["text"])
     assert scores[0] > 0.5 and scores[0] - unrelated["score"] > 0.3
-    only_about = next(
-        s
-        for s in (await tenant.get(f"/agents/{agent['id']}/knowledge/sources")).json()["data"]
-        if s["label"] == "About"
-    )
+    only_about = next(s for s in (await tenant.get(f"/agents/{agent['id']}/knowledge/sources")).json()["data"]
+                      if s["label"] == "About")
     scoped = await preview(tenant, agent["id"], "delivery on Saturday", sourceIds=[only_about["id"]])
     assert {c["sourceId"] for c in scoped["chunks"]} == {only_about["id"]}
     bad = await tenant.post(f"/agents/{agent['id']}/knowledge/preview", json={"query": "x", "sourceIds": ["ks_nope"]})
@@ -126,12 +117,8 @@ async def test_url_source_is_fetched_from_a_real_server(
     tenant: Tenant, knowledge: KnowledgeService, pages: PageServer
 ) -> None:
     agent = await tenant.create_agent()
-    url = pages.html(
-        "/help",
-        "Acme Help Center",
-        "Returns are accepted within 30 days of purchase.",
-        "Refunds go back to the original card within 5 business days.",
-    )
+    url = pages.html("/help", "Acme Help Center", "Returns are accepted within 30 days of purchase.",
+                     "Refunds go back to the original card within 5 business days.")
     source = await indexed(tenant, knowledge, agent["id"], kind="url", label="Help", url=url)
     assert source["url"] == url and source["autoRefresh"] is False and source["lastCheckedAt"] is not None
     assert "Acme Help Center" in source["content"] and "var t" not in source["content"]
@@ -160,16 +147,8 @@ async def test_redirect_to_a_private_address_is_refused(
     assert got["status"] == "error" and "private" in got["error"]
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://10.1.2.3/faq",
-        "http://169.254.169.254/latest/meta-data/",
-        "http://localhost:8080/",
-        "http://[::1]/",
-        "ftp://example.com/faq",
-    ],
-)
+@pytest.mark.parametrize("url", ["http://10.1.2.3/faq", "http://169.254.169.254/latest/meta-data/",
+                                 "http://localhost:8080/", "http://[::1]/", "ftp://example.com/faq"])
 async def test_private_or_non_http_urls_are_refused_up_front(
     tenant: Tenant, knowledge: KnowledgeService, url: str
 ) -> None:
@@ -181,34 +160,16 @@ async def test_private_or_non_http_urls_are_refused_up_front(
 
 
 FILES = [
-    (
-        "policy.pdf",
-        "application/pdf",
-        lambda: make_pdf("Our warranty covers parts for two years.", "Labour is covered for ninety days."),
-    ),
-    (
-        "policy.docx",
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        lambda: make_docx("Our warranty covers parts for two years.", "Labour is covered for ninety days."),
-    ),
-    (
-        "policy.html",
-        "text/html",
-        lambda: (
-            b"<html><body><h1>Warranty</h1><p>Our warranty covers parts for two "
-            b"years.</p><p>Labour is covered for ninety days.</p></body></html>"
-        ),
-    ),
-    (
-        "policy.md",
-        "text/markdown",
-        lambda: b"# Warranty\n\nOur **warranty** covers parts for two years.\n\n- Labour is covered for ninety days.\n",
-    ),
-    (
-        "policy.txt",
-        "text/plain",
-        lambda: b"Our warranty covers parts for two years.\nLabour is covered for ninety days.",
-    ),
+    ("policy.pdf", "application/pdf", lambda: make_pdf("Our warranty covers parts for two years.",
+                                                       "Labour is covered for ninety days.")),
+    ("policy.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+     lambda: make_docx("Our warranty covers parts for two years.", "Labour is covered for ninety days.")),
+    ("policy.html", "text/html", lambda: b"<html><body><h1>Warranty</h1><p>Our warranty covers parts for two "
+                                        b"years.</p><p>Labour is covered for ninety days.</p></body></html>"),
+    ("policy.md", "text/markdown", lambda: b"# Warranty\n\nOur **warranty** covers parts for two years.\n\n"
+                                          b"- Labour is covered for ninety days.\n"),
+    ("policy.txt", "text/plain",
+     lambda: b"Our warranty covers parts for two years.\nLabour is covered for ninety days."),
 ]
 
 
@@ -226,21 +187,17 @@ async def test_uploaded_files_of_each_format_are_indexed(
     result = await preview(tenant, agent["id"], "How long is the warranty on parts?")
     assert "two years" in result["chunks"][0]["text"]
     # The upload was consumed by the source: it cannot be attached a second time.
-    again = await tenant.post(
-        f"/agents/{agent['id']}/knowledge/sources", json={"kind": "file", "label": "Again", "fileId": file["fileId"]}
-    )
+    again = await tenant.post(f"/agents/{agent['id']}/knowledge/sources",
+                              json={"kind": "file", "label": "Again", "fileId": file["fileId"]})
     assert again.status_code == 404 and again.json()["code"] == "file_expired"
 
 
-@pytest.mark.parametrize(
-    ("filename", "content_type", "data", "message"),
-    [
-        ("logo.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "unsupported file type"),
-        ("archive.zip", "application/zip", b"PK\x03\x04" + b"\x00" * 40, "unsupported file type"),
-        ("blank.html", "text/html", b"<html><head><title></title></head><body> </body></html>", "no text"),
-        ("fake.pdf", "application/pdf", b"this is not a pdf", "not a valid PDF"),
-    ],
-)
+@pytest.mark.parametrize(("filename", "content_type", "data", "message"), [
+    ("logo.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "unsupported file type"),
+    ("archive.zip", "application/zip", b"PK\x03\x04" + b"\x00" * 40, "unsupported file type"),
+    ("blank.html", "text/html", b"<html><head><title></title></head><body> </body></html>", "no text"),
+    ("fake.pdf", "application/pdf", b"this is not a pdf", "not a valid PDF"),
+])
 async def test_unusable_files_end_in_error(
     tenant: Tenant, knowledge: KnowledgeService, filename: str, content_type: str, data: bytes, message: str
 ) -> None:
@@ -260,9 +217,8 @@ async def test_uploads_allow_25_mb_and_refuse_more_with_file_too_large(tenant: T
     assert just_over.status_code == 413 and just_over.json()["code"] == "file_too_large"
     way_over = await tenant.post("/uploads", files={"file": ("big.txt", b"a" * (27 * 1024 * 1024), "text/plain")})
     assert way_over.status_code == 413 and way_over.json()["code"] == "file_too_large"
-    elsewhere = await tenant.post(
-        "/agents", content=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers={"Content-Type": "application/json"}
-    )
+    elsewhere = await tenant.post("/agents", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                                  headers={"Content-Type": "application/json"})
     assert elsewhere.status_code == 413 and elsewhere.json()["code"] == "payload_too_large"
     empty = await tenant.post("/uploads", files={"file": ("empty.txt", b"", "text/plain")})
     assert empty.status_code == 400 and empty.json()["errors"][0]["field"] == "file"
@@ -277,9 +233,8 @@ async def test_expired_or_unknown_file_ids_answer_file_expired(
     file = await upload(tenant, "notes.txt", b"Gift cards never expire.", "text/plain")
     clock.advance(hours=25)
     for file_id in (file["fileId"], "file_doesnotexist"):
-        response = await tenant.post(
-            f"/agents/{agent['id']}/knowledge/sources", json={"kind": "file", "label": "Notes", "fileId": file_id}
-        )
+        response = await tenant.post(f"/agents/{agent['id']}/knowledge/sources",
+                                     json={"kind": "file", "label": "Notes", "fileId": file_id})
         assert response.status_code == 404, response.text
         assert response.json()["code"] == "file_expired"
     await knowledge.worker.tick()  # garbage-collects the expired upload
@@ -288,22 +243,16 @@ async def test_expired_or_unknown_file_ids_answer_file_expired(
     await indexed(tenant, knowledge, agent["id"], kind="file", label="Notes", file_id=fresh["fileId"])
 
 
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"kind": "text", "label": "x"}, "text"),
-        ({"kind": "text", "label": "x", "text": "hi", "url": "https://example.com"}, "url"),
-        ({"kind": "faq", "label": "x", "items": [{"question": "q?"}]}, "items[0].answer"),
-        ({"kind": "pdf", "label": "x", "text": "hi"}, "kind"),
-        ({"kind": "url", "label": "x"}, "url"),
-        ({"kind": "text", "text": "hi"}, "label"),
-        ({"kind": "text", "label": "x", "text": "hi", "autoRefresh": True}, "autoRefresh"),
-        (
-            {"kind": "url", "label": "x", "url": "https://example.com", "refreshIntervalHours": 12},
-            "refreshIntervalHours",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("body", "field"), [
+    ({"kind": "text", "label": "x"}, "text"),
+    ({"kind": "text", "label": "x", "text": "hi", "url": "https://example.com"}, "url"),
+    ({"kind": "faq", "label": "x", "items": [{"question": "q?"}]}, "items[0].answer"),
+    ({"kind": "pdf", "label": "x", "text": "hi"}, "kind"),
+    ({"kind": "url", "label": "x"}, "url"),
+    ({"kind": "text", "text": "hi"}, "label"),
+    ({"kind": "text", "label": "x", "text": "hi", "autoRefresh": True}, "autoRefresh"),
+    ({"kind": "url", "label": "x", "url": "https://example.com", "refreshIntervalHours": 12}, "refreshIntervalHours"),
+])
 async def test_validation_errors_name_the_field(tenant: Tenant, body: dict[str, object], field: str) -> None:
     agent = await tenant.create_agent()
     response = await tenant.post(f"/agents/{agent['id']}/knowledge/sources", json=body)
@@ -327,11 +276,8 @@ async def test_another_organization_sees_nothing(tenants: TenantFactory, knowled
     source = await indexed(owner, knowledge, agent["id"], kind="text", label="Secret", text="The vault code is 1234.")
     path = f"/agents/{agent['id']}/knowledge/sources/{source['id']}"
     for method, url, body in (
-        ("GET", path, None),
-        ("DELETE", path, None),
-        ("PATCH", path, {"label": "pwned"}),
-        ("POST", path + "/refresh", None),
-        ("GET", f"/agents/{agent['id']}/knowledge/sources", None),
+        ("GET", path, None), ("DELETE", path, None), ("PATCH", path, {"label": "pwned"}),
+        ("POST", path + "/refresh", None), ("GET", f"/agents/{agent['id']}/knowledge/sources", None),
         ("POST", f"/agents/{agent['id']}/knowledge/preview", {"query": "vault code"}),
         ("POST", f"/agents/{agent['id']}/knowledge/sources", {"kind": "text", "label": "x", "text": "y"}),
     ):
@@ -339,8 +285,7 @@ async def test_another_organization_sees_nothing(tenants: TenantFactory, knowled
         assert response.status_code == 404, (method, url, response.text)
     own_agent = await stranger.create_agent()
     file = await upload(owner, "a.txt", b"owner's file", "text/plain")
-    response = await stranger.post(
-        f"/agents/{own_agent['id']}/knowledge/sources", json={"kind": "file", "label": "x", "fileId": file["fileId"]}
-    )
+    response = await stranger.post(f"/agents/{own_agent['id']}/knowledge/sources",
+                                   json={"kind": "file", "label": "x", "fileId": file["fileId"]})
     assert response.status_code == 404 and response.json()["code"] == "file_expired"
     assert (await get_source(owner, agent["id"], source["id"]))["label"] == "Secret"

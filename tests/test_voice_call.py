@@ -414,7 +414,9 @@ def test_the_pause_starts_when_the_audio_goes_quiet_not_when_silero_lets_go() ->
     assert lingering is None or lingering > 6
     noise = (np.random.default_rng(1).normal(0, 100, 16000)).astype(np.int16)  # about -50 dBFS: a noisy line
     assert window_dbfs(noise.tobytes()) > SILENCE_DBFS
-    assert windows_to_quiet(_LingeringEarly(params=params), noise) == windows_to_quiet(_Lingering(params=params), noise)
+    assert windows_to_quiet(_LingeringEarly(params=params), noise) == windows_to_quiet(
+        _Lingering(params=params), noise
+    )
 
 
 def _frames_to_quiet(vad: Any, pcm: np.ndarray[Any, np.dtype[np.int16]], speech_end: int) -> float | None:

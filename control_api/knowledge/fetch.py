@@ -1,6 +1,6 @@
 """Fetching a URL source: the address-guarded client, a timeout, a size cap, and errors worth showing.
 
-FetchError   the page could not be fetched; the message becomes the source's `error`
+    FetchError   the page could not be fetched; the message becomes the source's `error`
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ async def fetch(
     url: str, allow_hosts: frozenset[str], *, max_bytes: int = MAX_PAGE_BYTES, timeout_s: float = FETCH_TIMEOUT_S
 ) -> Page:
     try:
-        async with (
-            guarded_client(allow_hosts, timeout=timeout_s) as client,
-            client.stream("GET", url, headers={"Accept": ACCEPT}) as response,
-        ):
+        async with guarded_client(allow_hosts, timeout=timeout_s) as client, client.stream(
+            "GET", url, headers={"Accept": ACCEPT}
+        ) as response:
             if response.status_code >= 400:
                 raise FetchError(f"the page answered HTTP {response.status_code}")
             declared = response.headers.get("content-length")

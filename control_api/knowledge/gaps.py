@@ -72,10 +72,7 @@ async def record_gap(
                 G.update()
                 .where(G.c.agent_id == agent_id, G.c.question_key == key)
                 .values(
-                    occurrences=G.c.occurrences + 1,
-                    last_top_score=top_score,
-                    last_seen_at=now,
-                    updated_at=now,
+                    occurrences=G.c.occurrences + 1, last_top_score=top_score, last_seen_at=now, updated_at=now,
                     last_conversation_id=conversation_id,
                     status=sa.case((G.c.status == "covered", "open"), else_=G.c.status),
                 )
@@ -86,18 +83,10 @@ async def record_gap(
                 async with conn.begin_nested():
                     await conn.execute(
                         G.insert().values(
-                            id=new_id("gap"),
-                            org_id=org_id,
-                            agent_id=agent_id,
-                            question_key=key,
-                            question=" ".join(question.split())[:1000],
-                            occurrences=1,
-                            last_top_score=top_score,
-                            last_conversation_id=conversation_id,
-                            status="open",
-                            first_seen_at=now,
-                            last_seen_at=now,
-                            updated_at=now,
+                            id=new_id("gap"), org_id=org_id, agent_id=agent_id, question_key=key,
+                            question=" ".join(question.split())[:1000], occurrences=1, last_top_score=top_score,
+                            last_conversation_id=conversation_id, status="open", first_seen_at=now,
+                            last_seen_at=now, updated_at=now,
                         )
                     )
                 return
@@ -126,9 +115,7 @@ def _gap(row: sa.Row[Any], ranked: bool, now: datetime) -> dict[str, Any]:
     }
     if ranked:
         gap = {
-            "gapId": row.id,
-            **gap,
-            "rankScore": rank_score(int(row.occurrences), row.last_seen_at, now),
+            "gapId": row.id, **gap, "rankScore": rank_score(int(row.occurrences), row.last_seen_at, now),
             "classification": classify(row.last_top_score),
         }
     return gap

@@ -44,26 +44,11 @@ async def insert(
 ) -> None:
     await conn.execute(
         S.insert().values(
-            id=source_id,
-            org_id=org_id,
-            agent_id=agent_id,
-            kind=kind,
-            label=label,
-            status="pending",
-            error=None,
-            spec=spec,
-            content=None,
-            content_hash=None,
-            generation=None,
-            chunk_count=0,
-            auto_refresh=auto_refresh,
-            refresh_interval_hours=refresh_interval_hours,
+            id=source_id, org_id=org_id, agent_id=agent_id, kind=kind, label=label, status="pending", error=None,
+            spec=spec, content=None, content_hash=None, generation=None, chunk_count=0,
+            auto_refresh=auto_refresh, refresh_interval_hours=refresh_interval_hours,
             next_refresh_at=now + timedelta(hours=refresh_interval_hours) if auto_refresh else None,
-            queued_at=now,
-            last_checked_at=None,
-            last_changed_at=None,
-            created_at=now,
-            updated_at=now,
+            queued_at=now, last_checked_at=None, last_changed_at=None, created_at=now, updated_at=now,
             deleted_at=None,
         )
     )
@@ -107,7 +92,8 @@ async def update(conn: AsyncConnection, source_id: str, **values: Any) -> None:
 
 
 async def soft_delete(conn: AsyncConnection, row: sa.Row[Any], now: datetime) -> None:
-    await update(conn, row.id, deleted_at=now, updated_at=now, queued_at=None, auto_refresh=False, next_refresh_at=None)
+    await update(conn, row.id, deleted_at=now, updated_at=now, queued_at=None, auto_refresh=False,
+                 next_refresh_at=None)
     await conn.execute(
         knowledge_generations.update()
         .where(knowledge_generations.c.source_id == row.id, knowledge_generations.c.superseded_at.is_(None))
@@ -121,9 +107,7 @@ async def snapshot(conn: AsyncConnection, org_id: str, agent_id: str) -> Knowled
         await conn.execute(
             sa.select(S.c.id, S.c.label, S.c.kind, S.c.generation, S.c.content_hash)
             .where(
-                S.c.org_id == org_id,
-                S.c.agent_id == agent_id,
-                S.c.deleted_at.is_(None),
+                S.c.org_id == org_id, S.c.agent_id == agent_id, S.c.deleted_at.is_(None),
                 S.c.generation.is_not(None),
             )
             .order_by(S.c.created_at, S.c.id)
@@ -145,7 +129,9 @@ async def write_generation(
 ) -> int:
     """Store a new generation's passages and make it the source's current one; returns its number."""
     latest = await conn.scalar(
-        sa.select(sa.func.max(knowledge_generations.c.generation)).where(knowledge_generations.c.source_id == row.id)
+        sa.select(sa.func.max(knowledge_generations.c.generation)).where(
+            knowledge_generations.c.source_id == row.id
+        )
     )
     generation = int(latest or 0) + 1
     await conn.execute(
@@ -155,13 +141,8 @@ async def write_generation(
     )
     await conn.execute(
         knowledge_generations.insert().values(
-            source_id=row.id,
-            generation=generation,
-            org_id=row.org_id,
-            content_hash=content_hash,
-            chunk_count=len(passages),
-            created_at=now,
-            superseded_at=None,
+            source_id=row.id, generation=generation, org_id=row.org_id, content_hash=content_hash,
+            chunk_count=len(passages), created_at=now, superseded_at=None,
         )
     )
     if passages:
@@ -173,16 +154,8 @@ async def write_generation(
             ],
         )
     await update(
-        conn,
-        row.id,
-        status="indexed",
-        error=None,
-        content=content,
-        content_hash=content_hash,
-        generation=generation,
-        chunk_count=len(passages),
-        last_checked_at=now,
-        last_changed_at=now,
+        conn, row.id, status="indexed", error=None, content=content, content_hash=content_hash,
+        generation=generation, chunk_count=len(passages), last_checked_at=now, last_changed_at=now,
         updated_at=now,
     )
     return generation
@@ -203,15 +176,15 @@ async def queue_due_refreshes(conn: AsyncConnection, now: datetime) -> list[str]
     rows = (
         await conn.execute(
             sa.select(S.c.id, S.c.refresh_interval_hours).where(
-                S.c.kind == "url",
-                S.c.auto_refresh.is_(True),
-                S.c.next_refresh_at <= now,
+                S.c.kind == "url", S.c.auto_refresh.is_(True), S.c.next_refresh_at <= now,
                 S.c.deleted_at.is_(None),
             )
         )
     ).all()
     for r in rows:
-        await update(conn, r.id, queued_at=now, next_refresh_at=now + timedelta(hours=int(r.refresh_interval_hours)))
+        await update(
+            conn, r.id, queued_at=now, next_refresh_at=now + timedelta(hours=int(r.refresh_interval_hours))
+        )
     return [r.id for r in rows]
 
 

@@ -66,10 +66,8 @@ def check_public_url(url: str, allow_hosts: frozenset[str]) -> None:
     if host in allow_hosts:
         return
     literal = literal_address(host)
-    if (
-        (literal is not None and not is_public(literal))
-        or host == "localhost"
-        or host.endswith((".localhost", ".internal", ".local"))
+    if (literal is not None and not is_public(literal)) or host == "localhost" or host.endswith(
+        (".localhost", ".internal", ".local")
     ):
         raise field_error("url", "must point at a public address, not a private, loopback or link-local one")
 
@@ -120,3 +118,4 @@ def source_resource(row: sa.Row[Any], *, with_content: bool) -> dict[str, Any]:
         content = row.content if row.content is not None else spec.get("text")
         resource["content"] = content
     return resource
+

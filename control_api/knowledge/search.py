@@ -56,7 +56,9 @@ class KnowledgeIndex:
                     if passages
                     else np.zeros((0, DIMENSION), dtype=np.float32)
                 )
-                generation = _Generation(tuple(t for _, t, _ in passages), tuple(p for p, _, _ in passages), matrix)
+                generation = _Generation(
+                    tuple(t for _, t, _ in passages), tuple(p for p, _, _ in passages), matrix
+                )
                 found[key] = generation
                 self._remember(key, generation)
         return found
@@ -89,10 +91,7 @@ class KnowledgeIndex:
             best = np.argsort(-scores)[:top_k]
             candidates.extend(
                 RetrievedChunk(
-                    source.source_id,
-                    source.label,
-                    generation.texts[i],
-                    round(float(scores[i]), 4),
+                    source.source_id, source.label, generation.texts[i], round(float(scores[i]), 4),
                     generation.positions[i],
                 )
                 for i in best

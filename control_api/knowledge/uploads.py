@@ -37,15 +37,8 @@ async def insert(
     file_id = new_id("file")
     await conn.execute(
         uploads.insert().values(
-            id=file_id,
-            org_id=org_id,
-            filename=filename[:255],
-            content_type=content_type[:200],
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            data=data,
-            created_at=now,
-            expires_at=now + UPLOAD_TTL,
+            id=file_id, org_id=org_id, filename=filename[:255], content_type=content_type[:200], size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(), data=data, created_at=now, expires_at=now + UPLOAD_TTL,
             attached_at=None,
         )
     )
@@ -85,5 +78,7 @@ async def delete(conn: AsyncConnection, file_id: str) -> None:
 
 
 async def delete_expired(conn: AsyncConnection, now: datetime) -> int:
-    result = await conn.execute(uploads.delete().where(uploads.c.attached_at.is_(None), uploads.c.expires_at <= now))
+    result = await conn.execute(
+        uploads.delete().where(uploads.c.attached_at.is_(None), uploads.c.expires_at <= now)
+    )
     return int(result.rowcount or 0)

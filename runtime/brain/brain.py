@@ -182,12 +182,8 @@ class AgentBrain:
         the conversation ended, as JSON. A channel that builds a new brain per turn must store this after
         each turn and give it back with `load_state` (from its own storage, never from the client), or
         every turn starts unverified and maxAttempts/maxPerCall count per turn."""
-        return {
-            "version": STATE_VERSION,
-            "ended": self._ended,
-            "verification": self._verification.to_state(),
-            "skillRuns": dict(self._runner.runs),
-        }
+        return {"version": STATE_VERSION, "ended": self._ended, "verification": self._verification.to_state(),
+                "skillRuns": dict(self._runner.runs)}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
@@ -348,9 +344,8 @@ class AgentBrain:
     def _close(self, turn: _Turn, effect: Effect | None) -> list[ConversationEvent]:
         hit = turn.guard.hit or guardrails.phrase_in(turn.shown, self._phrases)
         if hit is not None:
-            blocked = ev.guardrail(
-                "content_rule", "deny", "the reply contained a blocked phrase", turn.ms(), phrase=hit[0]
-            )
+            blocked = ev.guardrail("content_rule", "deny", "the reply contained a blocked phrase", turn.ms(),
+                                   phrase=hit[0])
             return [blocked, *self._finish(turn, hit[1])]
         closing = ""
         if effect is not None and effect.kind == "end":

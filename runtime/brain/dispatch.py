@@ -98,13 +98,8 @@ def refused(decision: Decision) -> ToolOutcome:
 
 class ToolRunner:
     def __init__(
-        self,
-        agent: CompiledAgent,
-        deps: BrainDeps,
-        toolset: Toolset,
-        verification: Verification,
-        *,
-        ids: Mapping[str, Any],
+        self, agent: CompiledAgent, deps: BrainDeps, toolset: Toolset, verification: Verification,
+        *, ids: Mapping[str, Any],
     ) -> None:
         self.agent = agent
         self.deps = deps
@@ -143,17 +138,10 @@ class ToolRunner:
         skill_id = binding.skill.id if binding is not None and binding.skill is not None else None
         if binding is not None and binding.method is not None:
             skill_id = binding.method.verifier_skill_id
-        events.append(
-            ev.tool_call(
-                call.name,
-                shown,
-                status=outcome.status,
-                result=outcome.result,
-                duration_ms=ctx.elapsed_ms() - started,
-                t_ms=ctx.elapsed_ms(),
-                skill_id=skill_id,
-            )
-        )
+        events.append(ev.tool_call(
+            call.name, shown, status=outcome.status, result=outcome.result,
+            duration_ms=ctx.elapsed_ms() - started, t_ms=ctx.elapsed_ms(), skill_id=skill_id,
+        ))
         message = ChatMessage("tool", tool_content(outcome), tool_call_id=call.id, name=call.name)
         return ToolRun(events, message, effect)
 
@@ -167,13 +155,10 @@ class ToolRunner:
             lambda: guardrails.identity_decisions(
                 self.agent, skill, self.verification, ctx.now, how_to_verify=self.how_to_verify
             ),
-            lambda: _one(
-                guardrails.confirmation_decision(
-                    self.agent,
-                    skill,
-                    confirmed=ctx.asked and is_affirmative(ctx.user_text) and skill.id not in ctx.confirmations_used,
-                )
-            ),
+            lambda: _one(guardrails.confirmation_decision(
+                self.agent, skill,
+                confirmed=ctx.asked and is_affirmative(ctx.user_text) and skill.id not in ctx.confirmations_used,
+            )),
         ]
         for check in checks:
             for decision in check():
@@ -197,16 +182,10 @@ class ToolRunner:
         caps = guardrails.field_caps(self.agent, skill)
         if caps and outcome.ok:
             filtered, removed = guardrails.apply_caps(outcome.result, caps)
-            events.append(
-                ev.guardrail(
-                    "field_allowlist",
-                    "filter",
-                    f"removed {len(removed)} field(s) the agent may not read back",
-                    ctx.elapsed_ms(),
-                    skillId=skill.id,
-                    removed=removed,
-                )
-            )
+            events.append(ev.guardrail(
+                "field_allowlist", "filter", f"removed {len(removed)} field(s) the agent may not read back",
+                ctx.elapsed_ms(), skillId=skill.id, removed=removed,
+            ))
             outcome = replace(outcome, result=filtered)
         return outcome, effect
 
@@ -223,10 +202,7 @@ class ToolRunner:
             return await asyncio.to_thread(executors.check_service_area, config, arguments), None
         if kind == "take_message":
             return await executors.take_message(
-                config,
-                arguments,
-                client_factory=self.deps.http_client,
-                max_timeout_s=self.deps.tool_timeout_s,
+                config, arguments, client_factory=self.deps.http_client, max_timeout_s=self.deps.tool_timeout_s,
                 context={**self.ids, "skillId": skill.id},
             ), None
         reason = str(arguments.get("reason") or skill.name)
@@ -241,14 +217,8 @@ class ToolRunner:
     # --- built-ins ---------------------------------------------------------------------------------
 
     def _transfer(
-        self,
-        reason: str,
-        ctx: TurnContext,
-        events: list[ConversationEvent],
-        fixed: tuple[str | None, str] | None,
-        *,
-        announce: str | None = None,
-        skill_id: str | None = None,
+        self, reason: str, ctx: TurnContext, events: list[ConversationEvent], fixed: tuple[str | None, str] | None,
+        *, announce: str | None = None, skill_id: str | None = None,
     ) -> tuple[ToolOutcome, Effect | None]:
         plan = plan_transfer(self.agent, reason, open_now=ctx.open_now, fixed=fixed)
         if isinstance(plan, TransferDenied):
@@ -256,20 +226,12 @@ class ToolRunner:
             events.append(ev.guardrail(policy, "deny", plan.reason, ctx.elapsed_ms(), skillId=skill_id))
             return ToolOutcome("refused", {"refused": plan.reason, "instruction": plan.instruction}), None
         if plan.after_hours:
-            events.append(
-                ev.guardrail("after_hours", "allow", "after-hours transfer is on", ctx.elapsed_ms(), skillId=skill_id)
-            )
-        events.append(
-            ev.handoff(
-                plan.destination,
-                reason,
-                plan.warm,
-                ctx.elapsed_ms(),
-                label=plan.label,
-                afterHours=plan.after_hours,
-                skillId=skill_id,
-            )
-        )
+            events.append(ev.guardrail("after_hours", "allow", "after-hours transfer is on", ctx.elapsed_ms(),
+                                       skillId=skill_id))
+        events.append(ev.handoff(
+            plan.destination, reason, plan.warm, ctx.elapsed_ms(), label=plan.label, afterHours=plan.after_hours,
+            skillId=skill_id,
+        ))
         return ToolOutcome("ok", dict(transfer_result(plan))), Effect("handoff", announcement(plan, announce))
 
     def _end(
@@ -291,19 +253,13 @@ class ToolRunner:
         return ToolOutcome("ok", retrieval.tool_result(found))
 
     async def _verify(
-        self,
-        method: VerificationMethod,
-        arguments: dict[str, Any],
-        ctx: TurnContext,
+        self, method: VerificationMethod, arguments: dict[str, Any], ctx: TurnContext,
         events: list[ConversationEvent],
     ) -> ToolOutcome:
         name = method.method
-        locked = {
-            "verified": False,
-            "locked": True,
-            "instruction": "Verification is locked after too many failed attempts: do not ask again. "
-            "Offer to take a message or to transfer the caller.",
-        }
+        locked = {"verified": False, "locked": True,
+                  "instruction": "Verification is locked after too many failed attempts: do not ask again. "
+                                 "Offer to take a message or to transfer the caller."}
         if self.verification.is_locked(name):
             events.append(ev.verification(name, "locked", ctx.elapsed_ms(), attemptsLeft=0, refused=True))
             return ToolOutcome("refused", locked)
@@ -312,41 +268,24 @@ class ToolRunner:
             return failed("this verification method has no usable verifier")
         answers = {f: arguments.get(f) for f in method.required_fields}
         checked = await executors.call_webhook(
-            skill.execution_config,
-            answers,
-            client_factory=self.deps.http_client,
+            skill.execution_config, answers, client_factory=self.deps.http_client,
             max_timeout_s=self.deps.tool_timeout_s,
         )
         if not checked.ok and (checked.http_status is None or checked.http_status >= 500):
             # unreachable, slow or broken: not the caller's fault, so not an attempt
-            events.append(
-                ev.verification(name, "failed", ctx.elapsed_ms(), counted=False, error=checked.result.get("error"))
-            )
-            return ToolOutcome(
-                checked.status,
-                {
-                    "verified": False,
-                    "error": "the check could not be made right now; try again in a moment or offer a transfer",
-                },
-            )
+            events.append(ev.verification(name, "failed", ctx.elapsed_ms(), counted=False,
+                                          error=checked.result.get("error")))
+            return ToolOutcome(checked.status, {"verified": False, "error": "the check could not be made right "
+                                                "now; try again in a moment or offer a transfer"})
         result = self.verification.record(name, checked.ok and verifier_passed(checked.result), ctx.now)
-        events.append(
-            ev.verification(
-                name, result.outcome, ctx.elapsed_ms(), attempt=result.attempt, attemptsLeft=result.attempts_left
-            )
-        )
+        events.append(ev.verification(name, result.outcome, ctx.elapsed_ms(), attempt=result.attempt,
+                                      attemptsLeft=result.attempts_left))
         if result.outcome == "verified":
             return ToolOutcome("ok", {"verified": True})
         if result.outcome == "locked":
             return ToolOutcome("ok", locked)
-        return ToolOutcome(
-            "ok",
-            {
-                "verified": False,
-                "attemptsLeft": result.attempts_left,
-                "instruction": "The answers did not match. Ask the caller to check them.",
-            },
-        )
+        return ToolOutcome("ok", {"verified": False, "attemptsLeft": result.attempts_left,
+                                  "instruction": "The answers did not match. Ask the caller to check them."})
 
 
 def _one(decision: Decision | None) -> list[Decision]:

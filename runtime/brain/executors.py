@@ -94,12 +94,8 @@ async def http_request(
     try:
         async with asyncio.timeout(timeout_s), client_factory() as client:
             response = await client.request(
-                method,
-                url,
-                json=body,
-                params=None if params is None else httpx.QueryParams(tuple(params)),
-                headers=dict(headers or {}),
-                timeout=timeout_s,
+                method, url, json=body, params=None if params is None else httpx.QueryParams(tuple(params)),
+                headers=dict(headers or {}), timeout=timeout_s,
             )
     except (TimeoutError, httpx.TimeoutException):
         return failed(f"the service did not answer within {timeout_s:g} s", "timeout")
@@ -113,10 +109,7 @@ async def http_request(
 
 
 async def call_webhook(
-    config: Mapping[str, Any],
-    arguments: Mapping[str, Any],
-    *,
-    client_factory: ClientFactory | None,
+    config: Mapping[str, Any], arguments: Mapping[str, Any], *, client_factory: ClientFactory | None,
     max_timeout_s: float,
 ) -> ToolOutcome:
     method = str(config.get("method") or "POST").upper()
@@ -141,27 +134,20 @@ def check_service_area(config: Mapping[str, Any], arguments: Mapping[str, Any]) 
         return failed(str(exc))
     radius = float(config.get("radiusMiles") or 0)
     distance = geo.haversine_miles(origin, caller)
-    return ToolOutcome(
-        "ok",
-        {
-            "withinServiceArea": distance <= radius,
-            "distanceMiles": round(distance, 1),
-            "radiusMiles": radius,
-            "locatedBy": caller.source,
-        },
-    )
+    return ToolOutcome("ok", {
+        "withinServiceArea": distance <= radius,
+        "distanceMiles": round(distance, 1),
+        "radiusMiles": radius,
+        "locatedBy": caller.source,
+    })
 
 
 DEFAULT_MESSAGE_FIELDS = ("name", "phone", "message")
 
 
 async def take_message(
-    config: Mapping[str, Any],
-    arguments: Mapping[str, Any],
-    *,
-    client_factory: ClientFactory | None,
-    max_timeout_s: float,
-    context: Mapping[str, Any],
+    config: Mapping[str, Any], arguments: Mapping[str, Any], *, client_factory: ClientFactory | None,
+    max_timeout_s: float, context: Mapping[str, Any],
 ) -> ToolOutcome:
     fields = list(config.get("fields") or DEFAULT_MESSAGE_FIELDS)
     values = {f: str(arguments.get(f) or "").strip() for f in fields}
@@ -174,10 +160,7 @@ async def take_message(
     url = config.get("webhookUrl")
     if url:
         sent = await http_request(
-            client_factory,
-            "POST",
-            str(url),
-            timeout_s=max_timeout_s,
+            client_factory, "POST", str(url), timeout_s=max_timeout_s,
             body={"type": "message", **context, "fields": values},
         )
         result["webhook"] = "delivered" if sent.ok else f"failed: {sent.result.get('error')}"

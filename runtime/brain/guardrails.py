@@ -116,9 +116,7 @@ def hours_decision(agent: CompiledAgent, skill: Skill, *, open_now: bool) -> Dec
     if open_now:
         return Decision("business_hours", "allow", "open now", detail={"skillId": skill.id})
     return Decision(
-        "business_hours",
-        "deny",
-        "the business is closed and this skill is restricted after hours",
+        "business_hours", "deny", "the business is closed and this skill is restricted after hours",
         "This is not available while the business is closed. Tell the caller when it reopens or offer to "
         "take a message.",
         {"skillId": skill.id},
@@ -137,11 +135,8 @@ def rate_decision(agent: CompiledAgent, skill: Skill, *, runs: int) -> Decision 
     if runs < limit:
         return Decision("rate_limit", "allow", f"{runs} of {limit} uses so far", detail=detail)
     return Decision(
-        "rate_limit",
-        "deny",
-        f"used {runs} of {limit} times in this conversation",
-        "This cannot be done again in this conversation. Offer another way to help.",
-        detail,
+        "rate_limit", "deny", f"used {runs} of {limit} times in this conversation",
+        "This cannot be done again in this conversation. Offer another way to help.", detail,
     )
 
 
@@ -178,43 +173,26 @@ def identity_decisions(
     detail: dict[str, Any] = {"skillId": skill.id, "level": level}
     policy = "verify_before_disclose"
     if not verification.usable:
-        return [
-            Decision(
-                policy,
-                "deny",
-                "no caller-verification method is configured",
-                "This needs a verified caller, and verification is not available. Offer another way to help.",
-                detail,
-            )
-        ]
+        return [Decision(policy, "deny", "no caller-verification method is configured",
+                         "This needs a verified caller, and verification is not available. Offer another way "
+                         "to help.", detail)]
     if level == "step_up" and not verification.step_up_satisfied(skill.id, now):
         verification.request_step_up(skill.id)
     if verification.all_locked():
-        return [
-            Decision(
-                policy,
-                "deny",
-                "verification is locked after too many failed attempts",
-                "Verification is locked for this conversation: do not ask again. Offer to take a "
-                "message or to transfer the caller.",
-                detail,
-            )
-        ]
+        return [Decision(policy, "deny", "verification is locked after too many failed attempts",
+                         "Verification is locked for this conversation: do not ask again. Offer to take a "
+                         "message or to transfer the caller.", detail)]
     if not verification.is_verified(now):
         why = "the verification expired" if verification.expired(now) else "the caller is not verified"
         return [Decision(policy, "deny", why, f"The caller must be verified first. {how_to_verify}", detail)]
     decisions = [Decision(policy, "allow", "the caller is verified", detail=detail)]
     if level == "step_up":
         if not verification.step_up_satisfied(skill.id, now):
-            decisions.append(
-                Decision(
-                    "step_up",
-                    "deny",
-                    "this action needs a fresh verification",
-                    f"This action needs the caller to verify again, even though they did before. {how_to_verify}",
-                    detail,
-                )
-            )
+            decisions.append(Decision(
+                "step_up", "deny", "this action needs a fresh verification",
+                f"This action needs the caller to verify again, even though they did before. {how_to_verify}",
+                detail,
+            ))
         else:
             decisions.append(Decision("step_up", "allow", "verified again for this action", detail=detail))
     return decisions
@@ -234,9 +212,7 @@ def confirmation_decision(agent: CompiledAgent, skill: Skill, *, confirmed: bool
     if confirmed:
         return Decision(policy, "allow", "the user confirmed", detail={"skillId": skill.id})
     return Decision(
-        policy,
-        "deny",
-        "not confirmed by the user",
+        policy, "deny", "not confirmed by the user",
         "Confirm with the user first: say exactly what you are about to do and ask them to say yes. Call "
         "this again only after they agree.",
         {"skillId": skill.id},

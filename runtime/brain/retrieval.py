@@ -64,13 +64,8 @@ async def retrieve(
 
 def passages_json(retrieval: Retrieval) -> list[dict[str, Any]]:
     return [
-        {
-            "sourceId": c.source_id,
-            "source": c.source_label,
-            "text": c.text,
-            "score": round(c.score, 4),
-            "used": c.score >= retrieval.min_score,
-        }
+        {"sourceId": c.source_id, "source": c.source_label, "text": c.text, "score": round(c.score, 4),
+         "used": c.score >= retrieval.min_score}
         for c in retrieval.chunks
     ]
 
@@ -78,7 +73,8 @@ def passages_json(retrieval: Retrieval) -> list[dict[str, Any]]:
 def context_message(passages: tuple[RetrievedChunk, ...], *, focused: bool = False) -> ChatMessage:
     """The passages for the model; `focused`: only their sentences kept by the search (`RetrievedChunk.focus`),
     and none of a passage that kept none."""
-    lines = ["Knowledge passages for the customer's next message (use them if they answer it; never contradict them):"]
+    lines = ["Knowledge passages for the customer's next message (use them if they answer it; never "
+             "contradict them):"]
     texts = [(c.source_label, c.focus if focused else c.text) for c in passages]
     kept = [(label, text) for label, text in texts if text.strip()]
     lines += [f"[{n}] ({label}) {' '.join(text.split())}" for n, (label, text) in enumerate(kept, start=1)]

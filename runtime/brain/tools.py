@@ -134,60 +134,34 @@ def build_toolset(agent: CompiledAgent, *, knowledge: bool) -> Toolset:
         if skill.id in verifiers:
             continue
         name = _unique(snake_case(skill.name), taken)
-        spec = ToolSpec(name, _skill_description(agent, skill), skill.parameters_schema, examples=skill_examples(skill))
+        spec = ToolSpec(name, _skill_description(agent, skill), skill.parameters_schema,
+                        examples=skill_examples(skill))
         bindings.append(ToolBinding(spec, "skill", skill=skill))
     if knowledge and agent.knowledge:
-        schema = {
-            "type": "object",
-            "properties": {"query": {"type": "string", "description": "What to look up."}},
-            "required": ["query"],
-        }
-        bindings.append(
-            ToolBinding(
-                ToolSpec(
-                    KNOWLEDGE_TOOL,
-                    "Search the business's knowledge (menu, prices, policies, FAQs) for facts.",
-                    schema,
-                    examples=KNOWLEDGE_EXAMPLES,
-                ),
-                "knowledge",
-            )
-        )
+        schema = {"type": "object", "properties": {"query": {"type": "string", "description": "What to look up."}},
+                  "required": ["query"]}
+        bindings.append(ToolBinding(ToolSpec(
+            KNOWLEDGE_TOOL, "Search the business's knowledge (menu, prices, policies, FAQs) for facts.", schema,
+            examples=KNOWLEDGE_EXAMPLES,
+        ), "knowledge"))
     if has_transfer(agent):
-        bindings.append(
-            ToolBinding(
-                ToolSpec(
-                    TRANSFER_TOOL,
-                    "Transfer the user to a human when they ask for a person or you cannot help.",
-                    _reason_schema("Why the user needs a person, in a few words."),
-                    examples=TRANSFER_EXAMPLES,
-                ),
-                "transfer",
-            )
-        )
-    bindings.append(
-        ToolBinding(
-            ToolSpec(
-                END_TOOL,
-                "End the conversation when the user says goodbye or has nothing else.",
-                _reason_schema("Why the conversation is ending, in a few words."),
-                examples=END_EXAMPLES,
-            ),
-            "end",
-        )
-    )
+        bindings.append(ToolBinding(ToolSpec(
+            TRANSFER_TOOL, "Transfer the user to a human when they ask for a person or you cannot help.",
+            _reason_schema("Why the user needs a person, in a few words."),
+            examples=TRANSFER_EXAMPLES,
+        ), "transfer"))
+    bindings.append(ToolBinding(ToolSpec(
+        END_TOOL, "End the conversation when the user says goodbye or has nothing else.",
+        _reason_schema("Why the conversation is ending, in a few words."),
+        examples=END_EXAMPLES,
+    ), "end"))
     for index, (method, _) in enumerate(usable_methods(agent)):
         fields = list(method.required_fields)
         properties = {f: {"type": "string", "description": f"The caller's {f.replace('_', ' ')}."} for f in fields}
         schema = {"type": "object", "properties": properties, "required": fields}
         description = f"Verify the caller's identity ({method.method.replace('_', ' ')}) with: {', '.join(fields)}."
-        bindings.append(
-            ToolBinding(
-                ToolSpec(verify_tool_name(index, method), description, schema, examples=verify_examples(fields)),
-                "verify",
-                method=method,
-            )
-        )
+        bindings.append(ToolBinding(ToolSpec(verify_tool_name(index, method), description, schema,
+                                             examples=verify_examples(fields)), "verify", method=method))
     return Toolset(tuple(bindings))
 
 
@@ -203,15 +177,8 @@ _TYPE_EXAMPLES: dict[str, tuple[str, ...]] = {
     "transfer": ("I need to speak with someone about this.",),
     "end_call": ("Okay, that's everything. Bye.",),
 }
-_SAMPLE_VALUES = {
-    "date_of_birth": "March 3, 1985",
-    "dob": "March 3, 1985",
-    "postcode": "80202",
-    "zip": "80202",
-    "account_pin": "4821",
-    "pin": "4821",
-    "phone": "303 555 0142",
-}
+_SAMPLE_VALUES = {"date_of_birth": "March 3, 1985", "dob": "March 3, 1985", "postcode": "80202", "zip": "80202",
+                  "account_pin": "4821", "pin": "4821", "phone": "303 555 0142"}
 
 
 def skill_examples(skill: Skill) -> tuple[str, ...]:

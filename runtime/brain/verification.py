@@ -167,12 +167,8 @@ class Verification:
             "seq": self._seq,
             "stepUp": dict(self._step_up),
             "methods": {
-                name: {
-                    "state": s.state.value,
-                    "failures": s.failures,
-                    "verifiedSeq": s.verified_seq,
-                    "verifiedAt": None if s.verified_at is None else s.verified_at.isoformat(),
-                }
+                name: {"state": s.state.value, "failures": s.failures, "verifiedSeq": s.verified_seq,
+                       "verifiedAt": None if s.verified_at is None else s.verified_at.isoformat()}
                 for name, s in self._states.items()
             },
         }
@@ -186,10 +182,8 @@ class Verification:
                 continue
             at = saved.get("verifiedAt")
             self._states[name] = _MethodState(
-                VState(saved.get("state", VState.UNVERIFIED.value)),
-                int(saved.get("failures", 0)),
-                None if at is None else datetime.fromisoformat(at),
-                int(saved.get("verifiedSeq", 0)),
+                VState(saved.get("state", VState.UNVERIFIED.value)), int(saved.get("failures", 0)),
+                None if at is None else datetime.fromisoformat(at), int(saved.get("verifiedSeq", 0)),
             )
 
     def snapshot(self, now: datetime) -> dict[str, Any]:
@@ -204,9 +198,5 @@ class Verification:
                 "verifiedAt": s.verified_at.isoformat() if s.verified_at and fresh else None,
                 "expiresAt": (s.verified_at + ttl).isoformat() if s.verified_at and fresh else None,
             }
-        return {
-            "verified": self.is_verified(now),
-            "locked": self.all_locked(),
-            "methods": methods,
-            "pendingStepUp": sorted(self._step_up),
-        }
+        return {"verified": self.is_verified(now), "locked": self.all_locked(), "methods": methods,
+                "pendingStepUp": sorted(self._step_up)}
