@@ -295,6 +295,58 @@ async def test_on_a_call_the_model_gets_the_passages_sentences_the_search_kept_i
     assert "A large supreme is $18.50." in sent["voice"] and "nine minutes" not in sent["voice"]
 
 
+async def test_on_a_call_each_turns_passages_stay_before_its_message_so_each_prompt_extends_the_last() -> None:
+    """A model that keeps state evaluates only what is new: the next prompt is the last one, its reply, then
+    the new turn. Passages given for one turn only made the next prompt differ from there (~1.2 s of prompt
+    evaluation before the first word on a call instead of ~0.3 s)."""
+    search = FakeKnowledge([chunk("A large supreme is $18.50. It has olives.", 0.82)])
+    llm = scripted("It's $18.50.", "Yes, olives.", "Bye!")
+    b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search), channel="voice")
+    await turn(b, "How much is a large supreme?")
+    await turn(b, "Does it have olives?")
+    search.chunks = []  # nothing found for this one
+    await turn(b, "Okay, thanks.")
+    first, second, third = (list(call.messages) for call in llm.calls)
+    assert second[: len(first)] == first and second[len(first)] == ChatMessage("assistant", "It's $18.50.")
+    assert third[: len(second)] == second and third[len(second)] == ChatMessage("assistant", "Yes, olives.")
+    assert [m.role for m in third[len(second) + 1 :]] == ["user"]
+    assert sum("A large supreme is $18.50." in m.content for m in third if m.role == "system") == 2
+    assert all(m.role != "system" for m in b.history)  # the transcript never holds them
+
+
+async def test_a_turns_passages_leave_the_prompt_with_its_message() -> None:
+    """A channel that rewrites the history (a cut-short turn taken back, `load_history`) takes the passages
+    of the turns it removed with them; a reply replaced by what the caller heard keeps its turn's."""
+    search = FakeKnowledge([chunk("We open at 11.", 0.8)])
+    llm = scripted("We open at eleven and close late.", "Sure.", "Okay.")
+    b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search), channel="voice")
+    await turn(b, "When do you open?")
+    asked = ChatMessage("user", "When do you open?")
+    b.load_history([asked, ChatMessage("assistant", "We open at eleven")])  # the words the caller heard
+    search.chunks = []
+    await turn(b, "And on Sunday?")
+    assert [m.role for m in llm.calls[1].messages[1:]] == ["system", "user", "assistant", "user"]
+    b.load_history([])  # the turns taken back
+    await turn(b, "Hello?")
+    assert [m.role for m in llm.calls[2].messages[1:]] == ["user"]
+
+
+async def test_on_a_call_knowledge_lookup_is_never_offered_so_the_tools_stay_the_same_all_call() -> None:
+    """The tool list is in the prompt's cached prefix: a list that changed between turns with and without
+    passages made the local model evaluate the whole conversation again. On a call every message is
+    searched before the model is asked; in chat the model may still look up with its own words."""
+    search = FakeKnowledge([chunk("We open at 11.", 0.8)])
+    llm = scripted("We open at eleven.", "Bye!")
+    b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search), channel="voice")
+    await turn(b, "When do you open?")
+    search.chunks = []
+    await turn(b, "Thanks, bye.")
+    offered = [[spec.name for spec in call.tools] for call in llm.calls]
+    assert offered[0] == offered[1] and "knowledge_lookup" not in offered[0]
+    chat = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(scripted("Hi"), knowledge=search))
+    assert "knowledge_lookup" in [spec.name for spec in chat.tools.specs]
+
+
 async def test_unanswerable_questions_are_recorded_as_gaps() -> None:
     search = FakeKnowledge([chunk("We open at 11.", 0.1)])
     gaps = GapLog()

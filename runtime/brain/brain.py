@@ -143,12 +143,20 @@ class AgentBrain:
         self.conversation_id = conversation_id
         self.org_id = org_id
         self.caller_id = caller_id
-        self.tools = build_toolset(agent, knowledge=deps.knowledge is not None)
+        # On a call every caller message is searched before the model is asked (`_retrieve`, focused to a
+        # few sentences); `knowledge_lookup` is for chat only. Offered on a call, it (a) changed the tool list
+        # in the prompt's cached prefix between turns with and without passages, so the local model evaluated
+        # the whole conversation again at each change (~1.5-2.3 s before the first word, measured), and (b)
+        # cost a second model pass over whole passages (seconds of silence) when the model used it.
+        self.tools = build_toolset(agent, knowledge=deps.knowledge is not None and channel == "chat")
         self._verification = Verification([m for m, _ in usable_methods(agent)])
         ids = {"agentId": agent.agent_id, "conversationId": conversation_id, "callerId": caller_id}
         self._runner = ToolRunner(agent, deps, self.tools, self._verification, ids=ids)
         self._phrases = guardrails.blocked_phrases(agent)
         self._history: list[ChatMessage] = []
+        # Knowledge passages the model was given, by the index in `_history` of the user message they came
+        # before (with that message, to tell whether it is still there after `load_history`); see `_heard`.
+        self._passages: dict[int, tuple[ChatMessage, ChatMessage]] = {}
         self._context: list[str] = []  # system messages a client sent, after the agent's own prompt
         self._ended = False
         self._busy = False
@@ -197,6 +205,9 @@ class AgentBrain:
         """Replace the conversation so far. System messages become extra context after the agent's prompt."""
         self._context = [m.content for m in messages if m.role == "system" and m.content.strip()]
         self._history = [m for m in messages if m.role != "system"]
+        self._passages = {
+            at: kept for at, kept in self._passages.items() if at < len(self._history) and self._history[at] == kept[0]
+        }
 
     def system_prompt(self, now: datetime | None = None) -> str:
         at = self.deps.now() if now is None else now
@@ -295,7 +306,24 @@ class AgentBrain:
         knowledge = [turn.context] if turn.context is not None else []
         user = ChatMessage("user", turn.user_text)
         pending = [turn.unit[0], *turn.unit[1]] if turn.unit is not None else []
-        return [*extra, *self._history, *knowledge, user, *turn.messages, *pending]
+        return [*extra, *self._heard(), *knowledge, user, *turn.messages, *pending]
+
+    def _heard(self) -> list[ChatMessage]:
+        """The history as the model read it: each earlier turn's knowledge passages stay before its message.
+
+        So every prompt starts with the previous one and its reply, and a model that keeps state (the local
+        engine's KV cache, a hosted provider's prompt cache) evaluates only what is new. Dropping a turn's
+        passages afterwards made the next prompt differ from the state saved after that turn at those
+        passages, so the previous question and reply were evaluated again (~10 ms a token for Qwen2.5 0.5B
+        on 2 cores, before the caller hears a word). The passages cost their tokens once, and the oldest
+        leave with their messages when the context is full."""
+        out: list[ChatMessage] = []
+        for at, message in enumerate(self._history):
+            kept = self._passages.get(at)
+            if kept is not None and kept[0] == message:
+                out.append(kept[1])
+            out.append(message)
+        return out
 
     async def _stream(
         self, turn: _Turn, messages: list[ChatMessage], settings: GenerationSettings, calls: list[ToolCall]
@@ -336,7 +364,8 @@ class AgentBrain:
         """The tools offered to the model this turn. When the knowledge found passages for the message before
         the model was asked, they are in its prompt and `knowledge_lookup` is not offered: a second lookup
         adds nothing, and the small local model, offered it, looks up again and then reads the tool result
-        out instead of answering (seen with Qwen2.5 0.5B; without the tool it answers from the passages)."""
+        out instead of answering (seen with Qwen2.5 0.5B; without the tool it answers from the passages).
+        On a call the tool is never offered (see `__init__`), so the tool list stays the same all call."""
         if turn.context is None:
             return self.tools.specs
         return tuple(spec for spec in self.tools.specs if spec.name != KNOWLEDGE_TOOL)
@@ -402,4 +431,7 @@ class AgentBrain:
         if turn.committed:
             return
         turn.committed = True
-        self._history += [ChatMessage("user", turn.user_text), *turn.closing_messages()]
+        user = ChatMessage("user", turn.user_text)
+        if turn.context is not None:
+            self._passages[len(self._history)] = (user, turn.context)
+        self._history += [user, *turn.closing_messages()]

@@ -1,7 +1,8 @@
 """Knowledge for a turn: search, keep what scores above the threshold, say it to the model, spot gaps.
 
 Each user turn is searched automatically (top 3). Passages scoring at least `DEFAULT_MIN_SCORE` go to the
-model as a system message placed just before the user's message, for that turn only. A turn is a
+model as a system message placed just before the user's message; later prompts keep it there (the brain's
+`_heard`, so a model's prefix cache serves them), the transcript never holds it. A turn is a
 knowledge gap when nothing scored that high and the message looks like a question (`looks_like_question`).
 
 On a call, the message holds only the passages' sentences nearest the caller's words, `VOICE_KNOWLEDGE_CHARS`
@@ -24,6 +25,8 @@ from runtime.knowledge import DEFAULT_MIN_SCORE, KnowledgeSearch, KnowledgeSnaps
 log = logging.getLogger(__name__)
 TOP_K = 3
 VOICE_KNOWLEDGE_CHARS = 300  # ~75 tokens: two or three sentences
+HEADING = "Knowledge passages for the customer's next message (use them if they answer it; never contradict them):"
+FOCUSED_HEADING = "Facts for the next message:"  # 7 tokens where HEADING and the numbering take 27
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,12 @@ def passages_json(retrieval: Retrieval) -> list[dict[str, Any]]:
 def context_message(passages: tuple[RetrievedChunk, ...], *, focused: bool = False) -> ChatMessage:
     """The passages for the model; `focused`: only their sentences kept by the search (`RetrievedChunk.focus`),
     and none of a passage that kept none."""
-    lines = ["Knowledge passages for the customer's next message (use them if they answer it; never "
-             "contradict them):"]
     texts = [(c.source_label, c.focus if focused else c.text) for c in passages]
     kept = [(label, text) for label, text in texts if text.strip()]
-    lines += [f"[{n}] ({label}) {' '.join(text.split())}" for n, (label, text) in enumerate(kept, start=1)]
+    if focused:  # read before every word of a reply on a call: ~10 ms a token, so a short heading
+        lines = [FOCUSED_HEADING] + [f"({label}) {' '.join(text.split())}" for label, text in kept]
+    else:
+        lines = [HEADING] + [f"[{n}] ({label}) {' '.join(text.split())}" for n, (label, text) in enumerate(kept, 1)]
     return ChatMessage("system", "\n".join(lines))
 
 
