@@ -261,6 +261,27 @@ async def test_a_warmed_up_agent_evaluates_only_the_first_message_and_a_released
     assert llm.engine.covers(owned[0].tokens[:20]), "the shared prefixes stay"
 
 
+async def test_a_conversation_that_outgrew_the_context_goes_on_at_the_cost_of_its_new_words() -> None:
+    """Past the context, each prompt drops the oldest messages, so none shares more than the system prompt
+    with a saved state. The engine loads the conversation's last state with those messages cut out and the
+    rest shifted down: each turn still evaluates only its new message, and the model still answers."""
+    small = LocalLlamaProvider(LocalModelConfig(model_path=ensure_model(DATA_DIR, progress=None), n_ctx=512))
+    engine = small.engine
+    messages = [SYSTEM]
+    fresh: list[int] = []
+    for n in range(14):
+        messages.append(ChatMessage("user", f"Question {n}: is pizza number {n} on the menu today?"))
+        events = await collect(small, messages, [], max_tokens=12, prompt_cache_key="long call")
+        usage = next(event for event in events if isinstance(event, Usage))
+        fresh.append(usage.prompt_tokens - usage.cached_prompt_tokens)
+        assert text_of(events).strip(), f"turn {n} got no words"
+        messages.append(ChatMessage("assistant", text_of(events)))
+    await small.settled()
+    assert engine.stats.cuts >= 3, "the conversation outgrew the context and the oldest messages were cut out"
+    assert engine.stats.cut_tokens > 100
+    assert max(fresh[1:]) < 40, fresh  # before: every turn past the context evaluated the whole conversation
+
+
 async def test_two_conversations_at_once_both_complete(llm: LocalLlamaProvider) -> None:
     talk, act = await asyncio.gather(
         collect(llm, turn("Hi there, how are you?"), TOOLS, max_tokens=24),

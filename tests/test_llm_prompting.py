@@ -150,3 +150,20 @@ def test_common_prefix_matches_a_plain_loop(a: list[int], b: list[int]) -> None:
     while expected < min(len(a), len(b)) and a[expected] == b[expected]:
         expected += 1
     assert common_prefix(np.asarray(a, dtype=np.int32), np.asarray(b, dtype=np.int32)) == expected
+
+
+def test_a_prompt_that_dropped_its_oldest_messages_is_matched_by_the_state_with_them_cut_out() -> None:
+    """A conversation that outgrew the context: the prompt is the frozen prefix (1, 2), then the messages
+    after the dropped ones. Plain prefixes share only (1, 2); cutting (7, 3, 8) out of the conversation's last
+    state matches the rest."""
+    cache = PrefixStateCache(max_bytes=1000, max_entries=5)
+    cache.put(as_tokens([1, 2, 7, 3, 8, 7, 4, 9, 7, 5]), b"mine", owner="a")
+    cache.put(as_tokens([1, 2, 7, 6, 6, 7, 6]), b"another call", owner="b")
+    prompt = as_tokens([1, 2, 7, 4, 9, 7, 5, 7, 0])
+    best = cache.best(prompt)
+    assert best is not None and best[0] == 3  # (1, 2, 7): nothing of the conversation
+    cut = cache.best_cut(prompt)
+    assert cut is not None and cut.entry.data == b"mine"
+    assert (cut.at, cut.width, cut.length) == (3, 3, 7)
+    assert cut.tokens().tolist() == [1, 2, 7, 4, 9, 7, 5] == prompt[:7].tolist()
+    assert cache.best_cut(as_tokens([1, 2, 7, 3, 8, 7, 4, 9, 7, 5, 7, 0])) is None  # extends a state: no cut

@@ -16,9 +16,11 @@ Two layers, as everywhere in this project:
 Latency: prompts are formatted by `chat_template` so the frozen prefixes (system prompt + tools, and the
 routing table) are byte-identical across turns; `PrefixStateCache` keeps the KV state of each prefix and
 of each conversation after its last turn, so a new turn only evaluates its new messages, even when
-several conversations take turns on the model. The routing table's query and the chat prompt's new tokens
-are evaluated in one batch, as two sequences of one KV cache (`_Turn.route_beside`): short prompts cost
-llama.cpp here little more together than one alone.
+several conversations take turns on the model. A conversation that outgrows the context drops its oldest
+messages; its next turn loads its last state with those messages cut out of the KV cache and the rest
+shifted down (`LlamaEngine.cut_out`, llama.cpp's context shift) instead of evaluating it all again. The
+routing table's query and the chat prompt's new tokens are evaluated in one batch, as two sequences of one
+KV cache (`_Turn.route_beside`): short prompts cost llama.cpp here little more together than one alone.
 
 Tools (decide-then-fill, see `chat_template`): step 1 continues the few-shot routing table for the
 caller's message under a GBNF over the declared names plus the no-tool choice, stopping as soon as the
@@ -58,7 +60,7 @@ from pipeline.llm import chat_template as ct
 from pipeline.llm.constrained import GrammarSampler
 from pipeline.llm.errors import LLMBadResponse, LLMError, LLMRequestError
 from pipeline.llm.model_assets import ensure_model
-from pipeline.llm.prefix_cache import PrefixStateCache, SavedState, Tokens, as_tokens, common_prefix
+from pipeline.llm.prefix_cache import Cut, PrefixStateCache, SavedState, Tokens, as_tokens, common_prefix
 from pipeline.llm.types import (
     ChatMessage,
     Finished,
@@ -73,6 +75,9 @@ from pipeline.llm.types import (
 
 ROUTER_SEQ = 1  # the KV cache's second sequence: the routing table's query, beside the chat (sequence 0)
 ROUTER_QUERY_ROOM = 256  # cells kept free for the caller's words in the routing table's query
+# A cut (`LlamaEngine.cut_out`) must serve this many more prompt tokens than the best plain prefix: it makes
+# the later tokens' KV an approximation (computed with the cut tokens in view), worth it only for a lot.
+MIN_CUT_GAIN = 64
 
 
 def available_cores() -> int:
@@ -110,6 +115,8 @@ class EngineStats:
     generated_tokens: int = 0
     state_loads: int = 0
     batched_routes: int = 0  # routing-table queries evaluated in one batch with the chat prompt
+    cuts: int = 0  # saved states loaded with their oldest messages cut out (`LlamaEngine.cut_out`)
+    cut_tokens: int = 0  # tokens those cuts removed
 
 
 @dataclass(frozen=True)
@@ -274,7 +281,10 @@ class LlamaEngine:
         one is left to evaluate, for fresh logits); returns its length. Counts it as cached."""
         common = common_prefix(as_tokens(llm.input_ids[: llm.n_tokens]), tokens)
         hit = self._cache.best(tokens)
-        if hit is not None and hit[0] > common:
+        cut = self._cache.best_cut(tokens) if self.can_shift(llm) else None
+        if cut is not None and cut.length >= max(common, hit[0] if hit is not None else 0) + MIN_CUT_GAIN:
+            common = self.cut_out(llm, cut)
+        elif hit is not None and hit[0] > common:
             length, saved = hit
             if self.load_state(llm, saved, seq=0):
                 llm.input_ids[: len(saved.tokens)] = saved.tokens
@@ -288,6 +298,32 @@ class LlamaEngine:
         llm.n_tokens = keep  # the next eval drops anything held beyond this
         self.stats.prompt_tokens_cached += keep
         return keep
+
+    def can_shift(self, llm: Llama) -> bool:
+        return bool(llama_cpp.llama_memory_can_shift(llama_cpp.llama_get_memory(llm.ctx)))
+
+    def cut_out(self, llm: Llama, cut: Cut) -> int:
+        """Load `cut.entry` into the chat sequence without the tokens `cut` removes, the ones after them moved
+        down into their place (their positions shifted; llama.cpp re-rotates their keys); returns how many
+        of the prompt's tokens the model then holds (0 when the state does not fit: start over).
+
+        The tokens after the cut keep the KV computed while the cut ones were in view: an approximation, as
+        in llama.cpp's own context shift, and what lets a call that outgrew the context go on at the cost of
+        its new words instead of evaluating thousands of tokens (~10 ms each here) before every reply."""
+        if not self.load_state(llm, cut.entry, seq=0):
+            llm.n_tokens = 0
+            return 0
+        memory = llama_cpp.llama_get_memory(llm.ctx)
+        end = cut.at + cut.width
+        llama_cpp.llama_memory_seq_rm(memory, 0, cut.at, end)
+        llama_cpp.llama_memory_seq_add(memory, 0, end, -1, -cut.width)
+        kept = cut.tokens()
+        llm.input_ids[: len(kept)] = kept
+        llm.n_tokens = len(kept)
+        llm._requires_eval = True
+        self.stats.cuts += 1
+        self.stats.cut_tokens += cut.width
+        return cut.length
 
     def evaluate(self, llm: Llama, tokens: Tokens, end: int, cancel: threading.Event) -> None:
         """Evaluate `tokens[llm.n_tokens:end]`, a chunk at a time (checking for cancellation and urgent work)."""

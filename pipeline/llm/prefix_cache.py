@@ -12,6 +12,11 @@ conversation's states at once instead of leaving them to age out. Entries withou
 prefixes every conversation shares; an entry only supersedes entries of its own owner, so a conversation's
 state never takes a shared prefix down with it.
 
+When a conversation outgrows the context, its prompt drops the oldest messages, and from then on no entry
+shares more than the frozen prefix with it. `best_cut` finds the entry that matches it once one run of its
+tokens is cut out (those messages); the engine cuts them out of the KV state and shifts the rest down
+(llama.cpp's context shift) instead of evaluating the whole conversation again.
+
 Sans-I/O: tokens and opaque state bytes in, (common length, entry) out. Bounded by entry count and
 bytes, least recently used evicted first. An entry whose tokens are a strict prefix of a new entry's is
 replaced by it: anything the old one would match, the new one matches at least as far.
@@ -48,6 +53,20 @@ class SavedState:
     owner: str | None = None
 
 
+@dataclass(frozen=True)
+class Cut:
+    """`entry` matches `length` tokens of a prompt once its tokens `[at, at + width)` are cut out."""
+
+    entry: SavedState
+    at: int
+    width: int
+    length: int
+
+    def tokens(self) -> Tokens:
+        """The entry's tokens without the cut."""
+        return np.concatenate([self.entry.tokens[: self.at], self.entry.tokens[self.at + self.width :]])
+
+
 class PrefixStateCache:
     def __init__(self, max_bytes: int = 256 << 20, max_entries: int = 32) -> None:
         self.max_bytes = max_bytes
@@ -73,6 +92,23 @@ class PrefixStateCache:
             return None
         self._entries.move_to_end(best_key)
         return best_len, self._entries[best_key]
+
+    def best_cut(self, tokens: Tokens) -> Cut | None:
+        """The entry and cut that match `tokens` furthest: the entry shares `at` tokens with them, and after
+        its next `width` tokens, more again (a run of them dropped from the middle, as a conversation's oldest
+        messages leave a full context). None when no cut matches anything after the shared part."""
+        best: Cut | None = None
+        for entry in self._entries.values():
+            at = common_prefix(entry.tokens, tokens)
+            if at >= len(tokens) or at + 1 >= len(entry.tokens):
+                continue
+            for resume in np.flatnonzero(entry.tokens[at + 1 :] == tokens[at]) + at + 1:
+                length = at + common_prefix(entry.tokens[resume:], tokens[at:])
+                if best is None or length > best.length:
+                    best = Cut(entry, at, int(resume) - at, length)
+        if best is not None:
+            self._entries.move_to_end(best.entry.tokens.tobytes())
+        return best
 
     def put(self, tokens: Tokens, data: bytes, owner: str | None = None) -> None:
         if len(data) > self.max_bytes or len(tokens) == 0:
