@@ -12,6 +12,10 @@ paced μ-law RTP, silence between them, and timestamps every agent RTP packet on
    in conversation_events, read from SQLite after the run) splits it, each since the VAD's pause:
    speechEndToTranscriptMs (transcript ready), turnDecidedMs (the turn ended, the brain asked),
    firstTokenMs (the first LLM token), firstAudioMs (the first agent audio into the leg).
+   The same for turns answered from the agent's knowledge (``--knowledge-calls``): the server's
+   ``knowledge`` agent has the `flowyte demo` pizzeria's hours, menu and delivery, and each question is one
+   those answer; the report counts the replies that hold the fact asked for (words from the agent_message
+   events, e.g. "14" or "fourteen" for the pepperoni's price).
 2. Barge-in: the agent reads a long greeting; 1.5-3 s into it the caller asks a question. Onset = the
    first RTP packet of that speech leaving; stop = the last agent packet before the first gap of more
    than 100 ms in its audio, + 20 ms (that packet's play time). One barge-in per call.
@@ -29,7 +33,7 @@ Prints the figures, writes benchmarks/results/voice_latency.json and voice_laten
 reported, never asserted.
 
     nice -n 5 .venv/bin/python benchmarks/voice_latency.py [--quick] [--calls 5] [--questions 4]
-        [--barge-ins 10] [--soak 240] [--levels 1,2,4] [--only real|fake]
+        [--knowledge-calls 5] [--barge-ins 10] [--soak 240] [--levels 1,2,4] [--only real|fake]
 
 With ``--only`` one server runs (the report has its sections only, the JSON is voice_latency-<which>.json,
 and there is no plot).
@@ -79,6 +83,18 @@ QUESTIONS = (
     "Do you sell gluten free crust?",
     "What is your phone number?",
 )
+# Questions the knowledge (control_api/demo.py KNOWLEDGE) answers, each with words one of which a right reply holds.
+KNOWLEDGE_QUESTIONS = {
+    "When are you open on Saturday?": ("noon", "12", "twelve"),
+    "How much is a pepperoni pizza?": ("14", "fourteen"),
+    "Do you have a gluten free crust?": ("gluten",),
+    "How much does delivery cost?": ("free", "4", "four"),
+    "Where is the restaurant?": ("main", "120", "boulder"),
+    "What sizes do your pizzas come in?": ("12", "16", "twelve", "sixteen"),
+    "How long does delivery take?": ("40", "forty"),
+    "How much is the four cheese pizza?": ("15", "fifteen"),
+}
+KNOWLEDGE_QUESTIONS_LIST = tuple(KNOWLEDGE_QUESTIONS)
 BARGE_IN = "Sorry, can I just order a pizza?"
 VAD_STOP_S, TURN_TIMEOUT_S = VoiceSettings.vad_stop_s, VoiceSettings.turn_timeout_s  # both servers' defaults
 GOALS = {"v2v_p50_ms": 900, "v2v_p95_ms": 1300, "barge_in_p95_ms": 250, "overhead_p95_ms": 30, "mb_per_call_hour": 1}
@@ -213,9 +229,9 @@ class Calls:
             0.0 if sound is None or last is None else last - sound,
         )  # fmt: skip
 
-    async def conversation(self, questions: Sequence[str], pause_s: float = 0.5) -> list[Turn]:
+    async def conversation(self, questions: Sequence[str], pause_s: float = 0.5, agent: str = "latency") -> list[Turn]:
         """One call: the greeting, then each question after the previous answer; hang up."""
-        caller = await self.dial("latency")
+        caller = await self.dial(agent)
         turns = []
         try:
             await self.greeting(caller)
@@ -261,11 +277,14 @@ async def barge_in(calls: Calls, rng: random.Random) -> dict[str, Any]:
 # --- phases ---------------------------------------------------------------------------------------------
 
 
-async def latency_turns(calls: Calls, n_calls: int, n_questions: int, rng: random.Random) -> list[Turn]:
+async def latency_turns(
+    calls: Calls, n_calls: int, n_questions: int, rng: random.Random, *, agent: str = "latency",
+    asked: Sequence[str] = QUESTIONS,
+) -> list[Turn]:  # fmt: skip
     turns: list[Turn] = []
     for c in range(n_calls):
-        questions = rng.sample(QUESTIONS, n_questions)
-        got = await calls.conversation(questions)
+        questions = rng.sample(list(asked), n_questions)
+        got = await calls.conversation(questions, agent=agent)
         turns += got
         done = [f"{t.v2v_ms:.0f}" if t.v2v_ms is not None else "-" for t in got]
         print(f"    call {c + 1}/{n_calls}: v2v ms {', '.join(done)}", flush=True)
@@ -339,18 +358,38 @@ def receipts(database: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def replies(database: Path) -> dict[str, list[str]]:
+    """Per caller id, the agent's reply to each user_utterance (its next agent_message), in order."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT c.end_user, e.type, e.data FROM conversation_events e JOIN conversations c ON "
+            "c.id = e.conversation_id WHERE e.type IN ('user_utterance', 'agent_message') ORDER BY e.seq"
+        ).fetchall()
+    out: dict[str, list[str]] = {}
+    for end_user, kind, data in rows:
+        said = out.setdefault(str(end_user), [])
+        if kind == "user_utterance":
+            said.append("")
+        elif said and not said[-1]:
+            said[-1] = str(json.loads(data).get("text", ""))
+    return out
+
+
 def breakdown(turns: Sequence[Turn], database: Path) -> list[dict[str, Any]]:
     """Each measured turn beside the server's receipt timings for it (matched by caller id and order)."""
     by_caller = receipts(database)
+    answers = replies(database)
     rows = []
     for t in turns:
         utterances = by_caller.get(t.caller_id, [])
         data = utterances[t.index] if t.index < len(utterances) else {}
         timings = data.get("timings", {})
+        said = answers.get(t.caller_id, [])
         rows.append(
             {
                 **{k: v for k, v in asdict(t).items() if k != "speech_end"},
                 "heard": data.get("text", ""),
+                "reply": said[t.index] if t.index < len(said) else "",
                 "user_turns_in_call": len(utterances),
                 **{key: timings.get(key) for key in RECEIPT_TIMINGS},
                 "transcribeMs": timings.get("transcribeMs"),  # Whisper's own time
@@ -381,6 +420,14 @@ async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng:
         memory["rss_idle_after_warmup_mb"] = server.rss()
         print(f"... voice-to-voice latency: {args.calls} calls x {args.questions} questions", flush=True)
         turns = await latency_turns(calls, args.calls, args.questions, rng)
+        knowledge_turns: list[Turn] = []
+        if args.knowledge_calls:
+            print("... knowledge agent: warm-up call (not counted)", flush=True)
+            await calls.conversation([KNOWLEDGE_QUESTIONS_LIST[0]], agent="knowledge")
+            print(f"... knowledge turns: {args.knowledge_calls} calls x {args.questions} questions", flush=True)
+            knowledge_turns = await latency_turns(
+                calls, args.knowledge_calls, args.questions, rng, agent="knowledge", asked=KNOWLEDGE_QUESTIONS_LIST
+            )
         print(f"... barge-in: {args.barge_ins} calls", flush=True)
         barges = []
         for i in range(args.barge_ins):
@@ -402,6 +449,7 @@ async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng:
     v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
     bms = [b["ms"] for b in barges if b["ms"] is not None]
     return {
+        "knowledge": turn_figures(breakdown(knowledge_turns, database)),
         "warmup_v2v_ms": [t.v2v_ms for t in warm],
         "turns": rows,
         "v2v_ms": stats(v2v),
@@ -418,6 +466,25 @@ async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng:
         "memory": memory,
         "server_log": str(log),
     }
+
+
+def turn_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Latency figures of a set of turns (`breakdown` rows), and how many replies held the fact asked for."""
+    right = [r for r in rows if r["question"] in KNOWLEDGE_QUESTIONS and holds_answer(r["question"], r["reply"])]
+    return {
+        "turns": list(rows),
+        "v2v_ms": stats([r["v2v_ms"] for r in rows if r["v2v_ms"] is not None]),
+        "parts_ms": {
+            key: stats([r[key] for r in rows if r[key] is not None]) for key in (*RECEIPT_TIMINGS, "restMs")
+        },
+        "unanswered_turns": sum(r["v2v_ms"] is None for r in rows),
+        "replies_with_the_fact": len(right),
+    }
+
+
+def holds_answer(question: str, reply: str) -> bool:
+    words = set(reply.lower().replace(",", " ").replace(".", " ").replace("$", " ").split())
+    return any(word in words for word in KNOWLEDGE_QUESTIONS[question])
 
 
 async def run_fake(args: argparse.Namespace, workdir: Path, speech: Speech, rng: random.Random) -> dict[str, Any]:
@@ -483,6 +550,20 @@ def report_real(real: dict[str, Any]) -> None:
         cells = [r["v2v_ms"], *(r[key] for key in RECEIPT_TIMINGS), r["restMs"]]
         text = "".join(f"{c:>7.0f}" if c is not None else f"{'-':>7}" for c in cells)
         print(f"  {r['caller_id']:>12}{r['index']:>3}{text}  {r['heard'][:60]!r}")
+    knowledge = real["knowledge"]
+    if knowledge["turns"]:
+        k = knowledge["v2v_ms"]
+        print("\n1b. voice-to-voice latency of turns answered from the agent's knowledge (ms)")
+        print(f"{line('voice-to-voice, knowledge', k)}\n     p50{verdict(k['p50'], GOALS['v2v_p50_ms'])}; "
+              f"p95{verdict(k['p95'], GOALS['v2v_p95_ms'])}")  # fmt: skip
+        for key, s in knowledge["parts_ms"].items():
+            print(line(f"server receipt {key}", s))
+        right, asked = knowledge["replies_with_the_fact"], len(knowledge["turns"])
+        print(f"  replies holding the fact asked for: {right} of {asked}")
+        for r in knowledge["turns"]:
+            v2v = "-" if r["v2v_ms"] is None else f"{r['v2v_ms']:.0f}"
+            token = "-" if r["firstTokenMs"] is None else f"{r['firstTokenMs']:.0f}"
+            print(f"  {v2v:>6} ms (token {token:>5})  {r['heard'][:40]!r} -> {r['reply'][:70]!r}")
     b = real["barge_in_ms"]
     print("\n2. barge-in, caller speech onset -> agent audio stops (last packet + 20 ms), ms")
     print(line("barge-in", b, verdict(b["p95"], GOALS["barge_in_p95_ms"])))
@@ -536,7 +617,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     ax = axes[0][0]
     v2v = [r["v2v_ms"] for r in real["turns"] if r["v2v_ms"] is not None]
-    ax.hist(v2v, bins=20, color="tab:blue")
+    known = [r["v2v_ms"] for r in real["knowledge"]["turns"] if r["v2v_ms"] is not None]
+    ax.hist([v2v, known], bins=20, color=["tab:blue", "tab:purple"], label=["plain", "from knowledge"])
+    ax.legend(fontsize=8)
     for goal, style in ((GOALS["v2v_p50_ms"], ":"), (GOALS["v2v_p95_ms"], "--")):
         ax.axvline(goal, ls=style, color="grey")
     ax.set(xlabel="ms", ylabel="turns", title="voice-to-voice latency (goals p50 900, p95 1300)")
@@ -569,7 +652,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="flowyte-voice-latency-"))
     speech = Speech()
-    for text in (*QUESTIONS, BARGE_IN):
+    for text in (*QUESTIONS, *KNOWLEDGE_QUESTIONS, BARGE_IN):
         speech(text)
     rng = random.Random(args.seed)
     started = time.monotonic()
@@ -593,6 +676,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run, about two minutes")
     parser.add_argument("--calls", type=int, default=5, help="latency calls on the real stack")
     parser.add_argument("--questions", type=int, default=4, help="questions per latency call")
+    parser.add_argument("--knowledge-calls", type=int, default=5, help="calls to the knowledge agent")
     parser.add_argument("--barge-ins", type=int, default=10)
     parser.add_argument("--fake-calls", type=int, default=4, help="latency calls on the --fake server")
     parser.add_argument("--levels", default="1,2,4", help="concurrent calls for the memory step")
@@ -601,7 +685,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("real", "fake"), help="one of the two servers (no plot)")
     args = parser.parse_args()
     if args.quick:
-        args.calls, args.questions, args.barge_ins, args.fake_calls = 1, 3, 3, 1
+        args.calls, args.questions, args.barge_ins, args.fake_calls, args.knowledge_calls = 1, 3, 3, 1, 1
         args.levels, args.soak = "2", 30.0
     args.levels = [int(x) for x in str(args.levels).split(",")]
     results = uvloop.run(run(args))

@@ -5,14 +5,17 @@ Builds `Services` on a fresh SQLite database in ``--data-dir`` (the assembled LL
 the real API (httpx.ASGITransport) creates and publishes two agents and imports a number for each:
 
 * ``latency``: a one-line greeting; the persona asks for one short sentence per answer;
-* ``bargein``: a greeting of several long sentences, so there is always agent speech to talk over.
+* ``bargein``: a greeting of several long sentences, so there is always agent speech to talk over;
+* ``knowledge`` (not with ``--fake``): ``latency``'s greeting and persona, with the `flowyte demo` pizzeria's
+  knowledge (hours, menu, delivery) embedded before it is published, so each question is searched and the
+  passages' nearest sentences go into the model's prompt.
 
 Calls are admitted as in ``flowyte serve`` (`CallAdmission` -> `VoiceAgent`, models preloaded, the LLM
 loaded before the first call). With ``--fake`` the same pipeline runs with instant stand-ins instead of the
 models: `ScriptedSTTService` (delay 0), `ScriptedLLM` (ttft 0), `ScriptedTTSService` (ttfb 0), so what is
 left of a turn's latency is the runtime's own overhead plus the VAD and turn-end waits.
 
-Prints one JSON line on stdout once it listens - ``{"sip_port", "numbers": {"latency", "bargein"},
+Prints one JSON line on stdout once it listens - ``{"sip_port", "numbers": {"latency", "bargein", ...},
 "database", "pid"}`` - and serves until SIGTERM or SIGINT.
 
     .venv/bin/python benchmarks/voice_server.py --data-dir /tmp/x [--models-from .flowyte] [--fake]
@@ -48,6 +51,7 @@ from control_api.calls.session import AdmittedCall, CallHandler
 from control_api.calls.voice import SpeechModels, TurnWriter, VoiceAgent
 from control_api.chat.turns import brain_deps
 from control_api.db.engine import create_engine, migrate
+from control_api.demo import KNOWLEDGE
 from control_api.http.app import create_app
 from control_api.llm import LazyLLM
 from control_api.numbers.inbound import DatabaseNumberRouter
@@ -77,8 +81,8 @@ FAKE_QUESTION = "What time do you open on Saturday?"
 FAKE_ANSWER = "We open at eleven."
 
 
-async def provision(services: Services) -> dict[str, str]:
-    """An org, a key and credits; the two agents published and a number imported for each (via the API)."""
+async def provision(services: Services, *, knowledge: bool) -> dict[str, str]:
+    """An org, a key and credits; the agents published and a number imported for each (via the API)."""
     async with services.engine.begin() as conn:
         await ensure_seeded(conn)
         record, secret = await create_key(
@@ -91,8 +95,12 @@ async def provision(services: Services) -> dict[str, str]:
     numbers: dict[str, str] = {}
     transport = httpx.ASGITransport(app=create_app(services))
     headers = {"Authorization": f"Bearer {secret}"}
+    agents = [("latency", LATENCY_GREETING), ("bargein", LONG_GREETING)]
+    agents += [("knowledge", LATENCY_GREETING)] if knowledge else []
+    stop = asyncio.Event()
+    ingestion = asyncio.create_task(services.knowledge.run(stop)) if knowledge and services.knowledge else None
     async with httpx.AsyncClient(transport=transport, base_url="http://bench/api/v1", headers=headers) as http:
-        for name, greeting in (("latency", LATENCY_GREETING), ("bargein", LONG_GREETING)):
+        for name, greeting in agents:
             body: dict[str, Any] = {
                 "name": f"Bench {name}",
                 "greeting": greeting,
@@ -102,10 +110,18 @@ async def provision(services: Services) -> dict[str, str]:
             created = await http.post("/agents", json=body)
             created.raise_for_status()
             agent_id = created.json()["data"]["id"]
+            if name == "knowledge":
+                source = {"kind": "text", "label": "Hours, menu and delivery", "text": KNOWLEDGE}
+                (await http.post(f"/agents/{agent_id}/knowledge/sources", json=source)).raise_for_status()
+                assert services.knowledge is not None
+                await services.knowledge.worker.drain()  # embedded before publishing, so the version has it
             (await http.post(f"/agents/{agent_id}/publish")).raise_for_status()
             e164 = f"+1305{random.randrange(2_000_000, 5_000_000)}"
             (await http.post("/numbers/import", json={"e164": e164, "agentId": agent_id})).raise_for_status()
             numbers[name] = e164
+    if ingestion is not None:
+        stop.set()
+        await ingestion
     return numbers
 
 
@@ -136,7 +152,7 @@ async def serve(args: argparse.Namespace) -> None:
     if not args.fake:
         link_assembled(Path(args.models_from), data_dir)
     services = Services(settings=settings, engine=engine, llm=llm)
-    numbers = await provision(services)
+    numbers = await provision(services, knowledge=not args.fake)
     handler: CallHandler
     if args.fake:
         handler = fake_voice_agent(services)
