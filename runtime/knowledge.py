@@ -78,7 +78,7 @@ class RetrievedChunk:
     source_id: str
     source_label: str
     text: str
-    score: float  # cosine similarity of the query and the passage
+    score: float  # cosine similarity of the query and the passage (with `focus_chars`: or its best sentence)
     position: int = 0  # the passage's place in its source
     focus: str = ""  # with `focus_chars`: the passage's sentences kept (in their order), "" for none
 
@@ -89,7 +89,8 @@ class KnowledgeSearch(Protocol):
     ) -> list[RetrievedChunk]:
         """The `top_k` passages of the snapshot's sources most similar to `query`, best first. With
         `focus_chars`, each passage's `focus` holds those of its sentences that are, over all the passages
-        returned, the ones most similar to `query`, best first until `focus_chars` in all."""
+        returned, the ones most similar to `query`, best first until `focus_chars` in all, and its `score` is
+        its best sentence's when that is higher."""
         ...
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 
 from control_api.agent_store import DatabaseAgentSource
+from control_api.demo import KNOWLEDGE as DEMO_KNOWLEDGE
 from control_api.knowledge.service import KnowledgeService
 from control_api.services import Services
+from runtime.brain.retrieval import VOICE_KNOWLEDGE_CHARS
+from runtime.knowledge import DEFAULT_MIN_SCORE
 from tests import test_knowledge_support as support
 from tests.conftest import Tenant, TenantFactory
 from tests.test_knowledge_support import (
@@ -99,13 +102,32 @@ async def test_a_focused_search_keeps_the_passages_sentences_nearest_the_questio
     whole = await knowledge.search(draft.knowledge, question, 3)
     assert [c.focus for c in whole] == ["", "", ""], "no focus unless asked"
     focused = await knowledge.search(draft.knowledge, question, 3, focus_chars=120)
-    assert [(c.text, c.score) for c in focused] == [(c.text, c.score) for c in whole]
+    assert [c.text for c in focused] == [c.text for c in whole]
+    assert all(f.score >= w.score for f, w in zip(focused, whole, strict=True))  # or its best sentence's
     kept = [c.focus for c in focused if c.focus]
     assert any("On Saturdays we open at 11am and close at 11pm." in f for f in kept), kept
     assert sum(len(f) + 1 for f in kept) <= 120 < len(ABOUT_TONYS)
     about = next(c for c in focused if c.source_label == "About")
     assert about.focus and all(sentence in ABOUT_TONYS for sentence in about.focus.split(". "))
     assert "bicycles" not in " ".join(kept) and "1982" not in about.focus
+
+
+async def test_a_focused_passage_scores_as_its_best_sentence_so_a_passage_of_many_topics_still_counts(
+    tenant: Tenant, knowledge: KnowledgeService, services: Services
+) -> None:
+    """The demo pizzeria's knowledge is one passage of hours, menu and delivery: as a whole it is not like a
+    short question about one of them (under the evidence threshold, so a call's model never saw it), its
+    sentence about that is. On a call, where only sentences go to the model, the passage counts."""
+    agent = await tenant.create_agent()
+    await indexed(tenant, knowledge, agent["id"], kind="text", label="Hours, menu and delivery", text=DEMO_KNOWLEDGE)
+    draft = await DatabaseAgentSource(services.engine).draft(tenant.org_id, agent["id"])
+    assert draft is not None
+    for question, fact in (("How long does delivery take?", "about 40 minutes"),
+                           ("When do you open on Saturday?", "Saturday and Sunday noon to 11 pm")):  # fmt: skip
+        [whole] = await knowledge.search(draft.knowledge, question, 3)
+        [focused] = await knowledge.search(draft.knowledge, question, 3, focus_chars=VOICE_KNOWLEDGE_CHARS)
+        assert whole.score < DEFAULT_MIN_SCORE <= focused.score, (question, whole.score, focused.score)
+        assert fact in focused.focus
 
 
 async def test_preview_without_knowledge_is_empty(tenant: Tenant, knowledge: KnowledgeService) -> None:

@@ -104,9 +104,16 @@ class KnowledgeIndex:
 
     def _focus(self, chunks: list[RetrievedChunk], query: Vectors, budget: int) -> list[RetrievedChunk]:
         """Each chunk with its `focus`: the sentences of all `chunks` most similar to the query, best first
-        while they fit `budget` characters in all (the best one always), each kept in its passage's order."""
+        while they fit `budget` characters in all (the best one always), each kept in its passage's order.
+
+        And with its score raised to its best sentence's when that is higher: the caller gets sentences, so
+        a passage is as good as its best one. A passage of many topics scores low as a whole against a short
+        question (the demo pizzeria's one passage of hours, menu and delivery: 0.20 for "How long does
+        delivery take?", under `DEFAULT_MIN_SCORE`, while its delivery sentence scores 0.58)."""
         sentences = [(i, text) for i, chunk in enumerate(chunks) for text in split_sentences(chunk.text)]
         scores = self._embedder.encode([text for _, text in sentences]) @ query
+        best = [max((float(scores[k]) for k, (j, _) in enumerate(sentences) if j == i), default=0.0)
+                for i in range(len(chunks))]  # fmt: skip
         kept: set[int] = set()
         used = 0
         for k in np.argsort(-scores):
@@ -116,6 +123,9 @@ class KnowledgeIndex:
             kept.add(int(k))
             used += size
         return [
-            replace(chunk, focus=" ".join(text for k, (j, text) in enumerate(sentences) if j == i and k in kept))
+            replace(
+                chunk, focus=" ".join(text for k, (j, text) in enumerate(sentences) if j == i and k in kept),
+                score=max(chunk.score, round(best[i], 4)),
+            )
             for i, chunk in enumerate(chunks)
-        ]
+        ]  # fmt: skip
