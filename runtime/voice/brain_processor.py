@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from contextlib import aclosing
@@ -229,10 +230,20 @@ def _cut_short(turn: TurnRecord, *, at: float | None = None) -> bool:
     return end is not None and resumed is not None and resumed - end <= RESUMED_WITHIN_S
 
 
+# A tool call written out as its name and arguments, as the 0.5B model has done ('end_conversation{"reason":
+# ...}', 'Knowledge_lookup({"query": ...})'): a name with an underscore, then "(" or "{". Never words.
+_CALL_AS_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+\s*[({]")
+_ONE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # the reply's first word, not ended yet
+
+
 def _may_be_markup(text: str) -> bool:
-    """Could this reply so far still turn out to be JSON? Then it is held back until the reply is complete."""
+    """Could this reply so far still turn out to be JSON or a call written out? Then it is held back until the
+    reply is complete. A first word is held until what follows it shows (one token: pipecat speaks whole
+    clauses anyway)."""
     stripped = text.lstrip()
-    return stripped[:1] in ("{", "[") or stripped.startswith("```")
+    if stripped[:1] in ("{", "[") or stripped.startswith("```"):
+        return True
+    return _ONE_WORD.fullmatch(stripped.rstrip()) is not None or _CALL_AS_TEXT.match(stripped) is not None
 
 
 def _is_markup(text: str) -> bool:
@@ -242,7 +253,7 @@ def _is_markup(text: str) -> bool:
     after line), or one cut off by the token limit; "[laughs] Sure." is words.
     """
     stripped = text.strip()
-    if stripped.startswith("```"):
+    if stripped.startswith("```") or _CALL_AS_TEXT.match(stripped):
         return True
     decoder, at = json.JSONDecoder(), 0
     while at < len(stripped):
