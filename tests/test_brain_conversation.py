@@ -347,6 +347,20 @@ async def test_on_a_call_knowledge_lookup_is_never_offered_so_the_tools_stay_the
     assert "knowledge_lookup" in [spec.name for spec in chat.tools.specs]
 
 
+async def test_on_a_call_a_reply_reading_out_the_passages_heading_says_just_their_sentences() -> None:
+    """The 0.5B model has answered a caller with its prompt: the knowledge heading, then the passage. The
+    caller hears the sentences the search kept, and no guardrail event blames the operator's rules."""
+    search = FakeKnowledge([chunk("We open at 11 on Saturdays. We deliver everywhere.", 0.8)])
+    echo = "Knowledge passages for the customer's next message (use them if they answer it): [1] (Menu) We open"
+    llm = scripted(echo)
+    b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search), channel="voice")
+    events = await turn(b, "When do you open on Saturday?")
+    assert message(events) == "We open at 11 on Saturdays."
+    assert "".join(e.data["text"] for e in of_type(events, "agent_delta")) == "We open at 11 on Saturdays."
+    assert not of_type(events, "guardrail")
+    assert b.history[-1] == ChatMessage("assistant", "We open at 11 on Saturdays.")
+
+
 async def test_unanswerable_questions_are_recorded_as_gaps() -> None:
     search = FakeKnowledge([chunk("We open at 11.", 0.1)])
     gaps = GapLog()

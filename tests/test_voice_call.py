@@ -20,6 +20,7 @@ from pipeline.llm.types import ChatMessage, ToolCall, ToolSpec
 from pipeline.speech.turn import TurnDetector
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
 from pipeline.voice.turn_analyzer import TranscriptAwareTurnStop
+from runtime.brain.brain import FALLBACK
 from runtime.events import ConversationEvent
 from runtime.voice.brain_processor import TurnRecord, _is_markup
 from runtime.voice.call import REMINDER, TRANSFER_FAILED, VoiceCall, VoiceSettings
@@ -243,6 +244,9 @@ async def test_a_tool_call_written_out_as_text_is_never_spoken(written_out: str)
     await task
     assert call.brain_processor.unspoken == [written_out]
     assert not any("name" in spoken or "reason" in spoken for spoken in tts.spoken), tts.spoken
+    # Not silence: the caller is asked again, and the model's history holds that, not markup to copy.
+    assert FALLBACK in " ".join(tts.spoken), tts.spoken
+    assert [m.content for m in agent_brain.history if m.role == "assistant"] == [FALLBACK]
 
 
 async def test_a_transfer_is_announced_then_referred_and_its_outcome_recorded() -> None:

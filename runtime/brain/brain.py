@@ -372,6 +372,8 @@ class AgentBrain:
 
     def _close(self, turn: _Turn, effect: Effect | None) -> list[ConversationEvent]:
         hit = turn.guard.hit or guardrails.phrase_in(turn.shown, self._phrases)
+        if hit is not None and hit[0] == retrieval.HEADING_ECHO:
+            return self._finish(turn, hit[1])  # the model's own slip, not the operator's rule: no guardrail event
         if hit is not None:
             blocked = ev.guardrail("content_rule", "deny", "the reply contained a blocked phrase", turn.ms(),
                                    phrase=hit[0])
@@ -415,6 +417,9 @@ class AgentBrain:
         yield ev.kb_retrieval(turn.user_text, retrieval.passages_json(found), found.top_score, turn.ms())
         if found.passages:
             turn.context = retrieval.context_message(found.passages, focused=voice)
+            sentences = " ".join(c.focus for c in found.passages if c.focus.strip())
+            if voice and sentences:  # a reply reading the passages out, heading first, says just the sentences
+                turn.guard = guardrails.PhraseGuard([*self._phrases, (retrieval.HEADING_ECHO, sentences)])
         if self.deps.gaps is not None and retrieval.is_gap(found, turn.user_text):
             try:
                 await self.deps.gaps.record_gap(

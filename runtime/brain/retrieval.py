@@ -6,7 +6,7 @@ model as a system message placed just before the user's message; later prompts k
 knowledge gap when nothing scored that high and the message looks like a question (`looks_like_question`).
 
 On a call, the message holds only the passages' sentences nearest the caller's words, `VOICE_KNOWLEDGE_CHARS`
-in all (`focus_chars`, ranked by the search's own embeddings): the local model reads its prompt at ~8 ms a
+in all (`focus_chars`, ranked by the search's own embeddings): the local model reads its prompt at ~10 ms a
 token here, and three whole passages (up to 800 characters each) kept the caller waiting 1.9-2.9 s for the
 first word of a reply (measured, Qwen2.5 0.5B, 2 cores), 0.3 s without knowledge. Chat keeps whole passages.
 """
@@ -24,9 +24,15 @@ from runtime.knowledge import DEFAULT_MIN_SCORE, KnowledgeSearch, KnowledgeSnaps
 
 log = logging.getLogger(__name__)
 TOP_K = 3
-VOICE_KNOWLEDGE_CHARS = 300  # ~75 tokens: two or three sentences
+# ~40 tokens: one or two sentences. 300 (~75 tokens, the passage's three best sentences) kept a caller
+# waiting 2.2 s (p50) for the first word in the voice benchmark, on a machine where a plain turn took 0.65 s.
+VOICE_KNOWLEDGE_CHARS = 160
+# A shorter heading ("Facts for the next message:", 7 tokens for these 27) was read out by the 0.5B model as
+# its reply, with the passage after it, in 5 of 20 benchmark turns.
 HEADING = "Knowledge passages for the customer's next message (use them if they answer it; never contradict them):"
-FOCUSED_HEADING = "Facts for the next message:"  # 7 tokens where HEADING and the numbering take 27
+# A reply that opens with the heading is the model reading its prompt out (seen with the 0.5B model on calls,
+# in 2 of 20 benchmark turns): the brain answers with the passages' sentences instead (`AgentBrain._retrieve`).
+HEADING_ECHO = "Knowledge passages for the customer"
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,7 @@ def context_message(passages: tuple[RetrievedChunk, ...], *, focused: bool = Fal
     and none of a passage that kept none."""
     texts = [(c.source_label, c.focus if focused else c.text) for c in passages]
     kept = [(label, text) for label, text in texts if text.strip()]
-    if focused:  # read before every word of a reply on a call: ~10 ms a token, so a short heading
-        lines = [FOCUSED_HEADING] + [f"({label}) {' '.join(text.split())}" for label, text in kept]
-    else:
-        lines = [HEADING] + [f"[{n}] ({label}) {' '.join(text.split())}" for n, (label, text) in enumerate(kept, 1)]
+    lines = [HEADING] + [f"[{n}] ({label}) {' '.join(text.split())}" for n, (label, text) in enumerate(kept, 1)]
     return ChatMessage("system", "\n".join(lines))
 
 

@@ -51,6 +51,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipeline.llm.types import ChatMessage
 from runtime.brain import AgentBrain
+from runtime.brain.brain import FALLBACK
 from runtime.events import ConversationEvent
 from runtime.voice.turn_start import RESUMED_WITHIN_S
 
@@ -194,6 +195,11 @@ class BrainProcessor(FrameProcessor):
             if held.strip() and _is_markup(held):
                 self.unspoken.append(held)  # a small model wrote its tool call as text: never read JSON aloud
                 log.warning("not speaking a reply that is JSON: %.120s", held)
+                if not replying:  # nothing was said: not silence, and not markup for the model to copy later
+                    replying = True
+                    replace_last_reply(self.brain, FALLBACK)
+                    await self.push_frame(LLMFullResponseStartFrame())
+                    await self.push_frame(LLMTextFrame(FALLBACK))
             elif held.strip():
                 if not replying:
                     replying = True
