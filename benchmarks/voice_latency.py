@@ -358,20 +358,26 @@ def receipts(database: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def replies(database: Path) -> dict[str, list[str]]:
-    """Per caller id, the agent's reply to each user_utterance (its next agent_message), in order."""
+def replies(database: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per caller id, what the brain did for each user_utterance, in order: its reply (the next agent_message's
+    text and token usage) and, for an agent with knowledge, when its search was done (kb_retrieval's tMs, ms
+    since the brain was asked)."""
     with sqlite3.connect(database) as db:
         rows = db.execute(
-            "SELECT c.end_user, e.type, e.data FROM conversation_events e JOIN conversations c ON "
-            "c.id = e.conversation_id WHERE e.type IN ('user_utterance', 'agent_message') ORDER BY e.seq"
+            "SELECT c.end_user, e.type, e.data, e.t_ms FROM conversation_events e JOIN conversations c ON "
+            "c.id = e.conversation_id WHERE e.type IN ('user_utterance', 'agent_message', 'kb_retrieval') "
+            "ORDER BY e.seq"
         ).fetchall()
-    out: dict[str, list[str]] = {}
-    for end_user, kind, data in rows:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for end_user, kind, data, t_ms in rows:
         said = out.setdefault(str(end_user), [])
         if kind == "user_utterance":
-            said.append("")
-        elif said and not said[-1]:
-            said[-1] = str(json.loads(data).get("text", ""))
+            said.append({"reply": "", "usage": None, "searchMs": None})
+        elif said and kind == "kb_retrieval":
+            said[-1]["searchMs"] = t_ms
+        elif said and not said[-1]["reply"]:
+            message = json.loads(data)
+            said[-1].update(reply=str(message.get("text", "")), usage=message.get("usage"))
     return out
 
 
@@ -389,7 +395,7 @@ def breakdown(turns: Sequence[Turn], database: Path) -> list[dict[str, Any]]:
             {
                 **{k: v for k, v in asdict(t).items() if k != "speech_end"},
                 "heard": data.get("text", ""),
-                "reply": said[t.index] if t.index < len(said) else "",
+                **(said[t.index] if t.index < len(said) else {"reply": "", "usage": None, "searchMs": None}),
                 "user_turns_in_call": len(utterances),
                 **{key: timings.get(key) for key in RECEIPT_TIMINGS},
                 "transcribeMs": timings.get("transcribeMs"),  # Whisper's own time
@@ -460,6 +466,7 @@ async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng:
             for key in (*RECEIPT_TIMINGS, "transcribeMs", "restMs")
         },
         "speculated_turns": sum(bool(r["transcriptSpeculated"]) for r in rows),
+        "prompt_tokens_evaluated": stats([evaluated(r["usage"]) for r in rows if r["usage"]]),
         "barge_ins": barges,
         "barge_in_ms": stats(bms),
         "barge_in_missed": sum(b["ms"] is None for b in barges),
@@ -479,7 +486,14 @@ def turn_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         },
         "unanswered_turns": sum(r["v2v_ms"] is None for r in rows),
         "replies_with_the_fact": len(right),
+        # what the model evaluated before its first word: the prompt its prefix cache did not cover
+        "prompt_tokens_evaluated": stats([evaluated(r["usage"]) for r in rows if r["usage"]]),
+        "search_ms": stats([r["searchMs"] for r in rows if r["searchMs"] is not None]),
     }
+
+
+def evaluated(usage: dict[str, int]) -> int:
+    return usage["promptTokens"] - usage["cachedPromptTokens"]
 
 
 def holds_answer(question: str, reply: str) -> bool:
@@ -539,6 +553,7 @@ def report_real(real: dict[str, Any]) -> None:
     print(line("... to the first agent packet at all", real["first_packet_ms"]))
     for key, s in real["parts_ms"].items():
         print(line(f"server receipt {key}", s))
+    print(line("prompt tokens evaluated (not cached)", real["prompt_tokens_evaluated"]))
     if real["unanswered_turns"]:
         print(f"  {real['unanswered_turns']} turns got no answer")
     speculated, turns = real["speculated_turns"], len(real["turns"])
@@ -558,12 +573,17 @@ def report_real(real: dict[str, Any]) -> None:
               f"p95{verdict(k['p95'], GOALS['v2v_p95_ms'])}")  # fmt: skip
         for key, s in knowledge["parts_ms"].items():
             print(line(f"server receipt {key}", s))
+        print(line("knowledge search (ms into the turn)", knowledge["search_ms"]))
+        print(line("prompt tokens evaluated (not cached)", knowledge["prompt_tokens_evaluated"]))
         right, asked = knowledge["replies_with_the_fact"], len(knowledge["turns"])
         print(f"  replies holding the fact asked for: {right} of {asked}")
         for r in knowledge["turns"]:
             v2v = "-" if r["v2v_ms"] is None else f"{r['v2v_ms']:.0f}"
             token = "-" if r["firstTokenMs"] is None else f"{r['firstTokenMs']:.0f}"
-            print(f"  {v2v:>6} ms (token {token:>5})  {r['heard'][:40]!r} -> {r['reply'][:70]!r}")
+            search = "-" if r["searchMs"] is None else f"{r['searchMs']:.0f}"
+            fresh = "-" if not r["usage"] else evaluated(r["usage"])
+            print(f"  {v2v:>6} ms (token {token:>5}, search {search:>4}, prompt evaluated {fresh:>4})  "
+                  f"{r['heard'][:34]!r} -> {r['reply'][:60]!r}")
     b = real["barge_in_ms"]
     print("\n2. barge-in, caller speech onset -> agent audio stops (last packet + 20 ms), ms")
     print(line("barge-in", b, verdict(b["p95"], GOALS["barge_in_p95_ms"])))

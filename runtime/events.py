@@ -68,8 +68,16 @@ def agent_delta(text: str, t_ms: float) -> ConversationEvent:
     return ConversationEvent("agent_delta", {"text": text}, t_ms)
 
 
-def agent_message(text: str, t_ms: float, *, ttft_ms: float | None = None) -> ConversationEvent:
-    return ConversationEvent("agent_message", {"text": text, "ttftMs": ttft_ms}, t_ms)
+def agent_message(
+    text: str, t_ms: float, *, ttft_ms: float | None = None, usage: dict[str, int] | None = None
+) -> ConversationEvent:
+    """The turn's reply. `usage` sums the model calls of the turn (promptTokens, cachedPromptTokens: of those,
+    served from the model's prefix cache, completionTokens) when the model reported it: what a slow first token
+    cost is then on the receipt (a prompt the cache did not cover is evaluated before the first word)."""
+    data: dict[str, Any] = {"text": text, "ttftMs": ttft_ms}
+    if usage is not None:
+        data["usage"] = usage
+    return ConversationEvent("agent_message", data, t_ms)
 
 
 def tool_call(

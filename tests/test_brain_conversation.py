@@ -58,6 +58,24 @@ async def test_a_plain_turn_streams_then_gives_the_whole_reply() -> None:
     assert [t.name for t in llm.calls[0].tools] == ["transfer_to_human", "end_conversation"]
 
 
+async def test_the_reply_carries_the_token_usage_of_all_the_turns_model_calls() -> None:
+    a = agent(skills=[skill("sk_geo", "Check delivery area", "geo",
+                            {"action": "check_service_area", "originAddress": "120 Main St, Boulder, CO 80302",
+                             "radiusMiles": 5}, schema=GEO_SCHEMA)])
+    llm = scripted([ToolCall("g", "check_delivery_area", {"address": "200 Pearl St, Boulder, CO 80302"})],
+                   "Yes, we deliver there.")
+    events = await turn(brain(a, deps(llm)), "Do you deliver to 200 Pearl St?")
+    # ScriptedLLM reports the words of the messages it was given as prompt tokens, and 8 per tool call
+    prompts = [sum(len(m.content.split()) for m in call.messages) for call in llm.calls]
+    assert len(prompts) == 2 and prompts[1] > prompts[0]
+    assert events[-1].data["usage"] == {"promptTokens": sum(prompts), "cachedPromptTokens": 0,
+                                        "completionTokens": 8 + 4}
+    plain = await turn(brain(agent(), deps(scripted("Hi there."))), "Hello")
+    assert plain[-1].data["usage"]["completionTokens"] == 2
+    silent = await turn(brain(agent(), deps(scripted(LLMUnavailable("down")))), "Hello")
+    assert "usage" not in silent[-1].data, "no model call finished: nothing to report"
+
+
 async def test_llm_failure_gives_an_error_and_an_apology_and_the_next_turn_works() -> None:
     llm = scripted(LLMUnavailable("upstream down"), "Hello again!")
     b = brain(agent(), deps(llm))

@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline.llm.errors import LLMError, LLMUnavailable
 from pipeline.llm.provider import StatefulLLM
-from pipeline.llm.types import ChatMessage, GenerationSettings, TextDelta, ToolCall, ToolSpec
+from pipeline.llm.types import ChatMessage, GenerationSettings, TextDelta, ToolCall, ToolSpec, Usage
 from runtime import events as ev
 from runtime.agent_config import WEEKDAYS, CompiledAgent
 from runtime.brain import guardrails, retrieval
@@ -76,6 +76,7 @@ class _Turn:
         self.shown = ""  # reply text streamed so far, all steps
         self.step = ""  # text of the current step, not yet in `messages`
         self.ttft_ms: float | None = None
+        self.usage: dict[str, int] | None = None  # summed over the turn's model calls, when reported
         self.failure: ConversationEvent | None = None
         self.final: str | None = None  # the last reply text, once decided
         self.committed = False
@@ -98,6 +99,13 @@ class _Turn:
         if self.ttft_ms is None:
             self.ttft_ms = self.ms()
         return ev.agent_delta(text, self.ms())
+
+    def count(self, usage: Usage) -> None:
+        total = self.usage or {"promptTokens": 0, "cachedPromptTokens": 0, "completionTokens": 0}
+        total["promptTokens"] += usage.prompt_tokens
+        total["cachedPromptTokens"] += usage.cached_prompt_tokens
+        total["completionTokens"] += usage.completion_tokens
+        self.usage = total
 
     def begin_tools(self, calls: list[ToolCall]) -> None:
         self.unit = (ChatMessage("assistant", self.step.strip(), tool_calls=tuple(calls)), [])
@@ -345,6 +353,8 @@ class AgentBrain:
                         yield delta
                 elif isinstance(item, ToolCall):
                     calls.append(item)
+                elif isinstance(item, Usage):
+                    turn.count(item)
         except TimeoutError:
             turn.failure = ev.error("the language model did not answer in time", turn.ms(), code="llm_timeout")
         except LLMError as exc:
@@ -389,7 +399,7 @@ class AgentBrain:
             return self._finish(turn, FALLBACK)
         delta = turn.show(closing)
         turn.final = turn.step.strip()
-        message = ev.agent_message(turn.shown.strip(), turn.ms(), ttft_ms=_round(turn.ttft_ms))
+        message = ev.agent_message(turn.shown.strip(), turn.ms(), ttft_ms=_round(turn.ttft_ms), usage=turn.usage)
         return [delta, message] if delta is not None else [message]
 
     def _finish(self, turn: _Turn, text: str) -> list[ConversationEvent]:
@@ -401,7 +411,7 @@ class AgentBrain:
             events += [delta] if delta is not None else []
         turn.final = text
         ttft = turn.ttft_ms if turn.ttft_ms is not None else turn.ms()
-        return [*events, ev.agent_message(text, turn.ms(), ttft_ms=_round(ttft))]
+        return [*events, ev.agent_message(text, turn.ms(), ttft_ms=_round(ttft), usage=turn.usage)]
 
     async def _retrieve(self, turn: _Turn) -> AsyncGenerator[ConversationEvent, None]:
         if self.deps.knowledge is None or not self.agent.knowledge:
