@@ -8,6 +8,7 @@ names, so what a live call retrieves changes only when someone publishes.
 The control plane implements both Protocols over its database; this package never imports it:
 
     KnowledgeSearch.search(snapshot, query, top_k)   passages for an utterance, best first
+    KnowledgeSearch.contents(snapshot, max_chars)    all of it, when it is that small (a call's prompt holds it)
     GapRecorder.record_gap(org, agent, question, top_score, conversation_id)
                                                      a question the agent could not answer
 """
@@ -83,6 +84,15 @@ class RetrievedChunk:
     focus: str = ""  # with `focus_chars`: the passage's sentences kept (in their order), "" for none
 
 
+@dataclass(frozen=True)
+class KnowledgeText:
+    """One source's whole text, as the snapshot's generation of it holds it."""
+
+    source_id: str
+    source_label: str
+    text: str
+
+
 class KnowledgeSearch(Protocol):
     async def search(
         self, snapshot: KnowledgeSnapshot, query: str, top_k: int, *, focus_chars: int = 0
@@ -91,6 +101,11 @@ class KnowledgeSearch(Protocol):
         `focus_chars`, each passage's `focus` holds those of its sentences that are, over all the passages
         returned, the ones most similar to `query`, best first until `focus_chars` in all, and its `score` is
         its best sentence's when that is higher."""
+        ...
+
+    async def contents(self, snapshot: KnowledgeSnapshot, max_chars: int) -> list[KnowledgeText] | None:
+        """The whole text of each of the snapshot's sources (in the snapshot's order, empty ones left out)
+        when all of it comes to at most `max_chars` characters; None when it is more."""
         ...
 
 

@@ -332,6 +332,50 @@ async def test_on_a_call_each_turns_passages_stay_before_its_message_so_each_pro
     assert all(m.role != "system" for m in b.history)  # the transcript never holds them
 
 
+async def test_on_a_call_small_knowledge_is_in_the_system_prompt_and_searched_only_after_the_reply() -> None:
+    """Knowledge this small rides whole in the call's system prompt (a prefix the model caches once), so a
+    turn's prompt is the conversation alone; the search still runs, after the reply, for the receipt and
+    the gaps. Chat keeps searching before the model is asked."""
+    facts = "We open at noon on Saturday. A pepperoni pizza is 14 dollars."
+    search = FakeKnowledge([chunk(facts, 0.8)], whole=True)
+    gaps = GapLog()
+    llm = scripted("We open at noon.", "It's fourteen dollars.", "Sorry, I don't know.")
+    b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search, gaps=gaps), channel="voice")
+    await b.warm_up()
+    assert facts in b.system_prompt() and search.queries == [], "loaded whole, not searched"
+    events = await turn(b, "When do you open on Saturday?")
+    assert [e.type for e in events][-2:] == ["agent_message", "kb_retrieval"], "searched after the reply"
+    assert of_type(events, "kb_retrieval")[0].data["query"] == "When do you open on Saturday?"
+    await turn(b, "How much is a pepperoni?")
+    search.chunks = [chunk(facts, 0.1)]  # the search finds nothing like it: a gap, as before
+    await turn(b, "Do you sell burgers?")
+    first, second, third = (list(call.messages) for call in llm.calls)
+    assert first[0].content == b.system_prompt() and [m.role for m in first] == ["system", "user"]
+    assert second[: len(first)] == first and [m.role for m in second[len(first) :]] == ["assistant", "user"]
+    assert third[: len(second)] == second, "each prompt extends the last"
+    assert [g[2] for g in gaps.gaps] == ["Do you sell burgers?"]
+    chat_search = FakeKnowledge([chunk(facts, 0.8)], whole=True)
+    chat_llm = scripted("We open at noon.")
+    chat = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(chat_llm, knowledge=chat_search))
+    events = await turn(chat, "When do you open on Saturday?")
+    assert facts not in chat.system_prompt() and [e.type for e in events][1] == "kb_retrieval"
+    assert facts in chat_llm.calls[0].messages[-2].content
+
+
+async def test_on_a_call_knowledge_too_big_or_unloadable_for_the_prompt_is_searched_per_turn() -> None:
+    facts = "We open at noon on Saturday."
+    for search in (FakeKnowledge([chunk(facts, 0.8)]), FakeKnowledge([chunk(facts * 100, 0.8)], whole=True)):
+        llm = scripted("We open at noon.")
+        b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(llm, knowledge=search), channel="voice")
+        events = await turn(b, "When do you open on Saturday?")
+        assert facts not in b.system_prompt() and [e.type for e in events][1] == "kb_retrieval"
+        assert facts in llm.calls[0].messages[-2].content
+    broken = FakeKnowledge([chunk(facts, 0.8)], whole=True, fail=True)
+    b = brain(agent(knowledge=KNOWLEDGE.to_config()), deps(scripted("Sorry."), knowledge=broken), channel="voice")
+    await b.warm_up()
+    assert facts not in b.system_prompt(), "a failed load leaves the prompt as it was; turns search as before"
+
+
 async def test_a_turns_passages_leave_the_prompt_with_its_message() -> None:
     """A channel that rewrites the history (a cut-short turn taken back, `load_history`) takes the passages
     of the turns it removed with them; a reply replaced by what the caller heard keeps its turn's."""

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from pipeline.llm.scripted import ScriptedLLM, ScriptedTurn
 from runtime.agent_config import CompiledAgent
 from runtime.brain import AgentBrain, BrainDeps
 from runtime.events import ConversationEvent
-from runtime.knowledge import KnowledgeSnapshot, RetrievedChunk
+from runtime.knowledge import KnowledgeSnapshot, KnowledgeText, RetrievedChunk
 
 # A Wednesday, 10:00 in Denver (16:00 UTC): inside OPEN_HOURS.
 WEDNESDAY_10AM_DENVER = datetime(2025, 6, 11, 16, 0, tzinfo=UTC)
@@ -146,12 +147,24 @@ class FakeKnowledge:
     queries: list[str] = field(default_factory=list)
     focus_asked: list[int] = field(default_factory=list)  # each search's focus_chars
     fail: bool = False
+    whole: bool = False  # contents() gives the chunks' texts (knowledge that small), else None (too big)
+    delay_s: float = 0.0  # how long each search takes
+    searched_at: list[float] = field(default_factory=list)  # time.monotonic() as each search returned
+
+    async def contents(self, snapshot: KnowledgeSnapshot, max_chars: int) -> list[KnowledgeText] | None:
+        if self.fail:
+            raise RuntimeError("index offline")
+        if not self.whole or sum(len(c.text) for c in self.chunks) > max_chars:
+            return None
+        return [KnowledgeText(c.source_id, c.source_label, c.text) for c in self.chunks]
 
     async def search(
         self, snapshot: KnowledgeSnapshot, query: str, top_k: int, *, focus_chars: int = 0
     ) -> list[RetrievedChunk]:
         self.queries.append(query)
         self.focus_asked.append(focus_chars)
+        await asyncio.sleep(self.delay_s)
+        self.searched_at.append(time.monotonic())
         if self.fail:
             raise RuntimeError("index offline")
         if not focus_chars:

@@ -9,7 +9,8 @@ from control_api.agent_store import DatabaseAgentSource
 from control_api.demo import KNOWLEDGE as DEMO_KNOWLEDGE
 from control_api.knowledge.service import KnowledgeService
 from control_api.services import Services
-from runtime.brain.retrieval import VOICE_KNOWLEDGE_CHARS
+from pipeline.knowledge.chunking import split_sentences
+from runtime.brain.retrieval import PROMPT_KNOWLEDGE_CHARS, VOICE_KNOWLEDGE_CHARS
 from runtime.knowledge import DEFAULT_MIN_SCORE
 from tests import test_knowledge_support as support
 from tests.conftest import Tenant, TenantFactory
@@ -128,6 +129,31 @@ async def test_a_focused_passage_scores_as_its_best_sentence_so_a_passage_of_man
         [focused] = await knowledge.search(draft.knowledge, question, 3, focus_chars=VOICE_KNOWLEDGE_CHARS)
         assert whole.score < DEFAULT_MIN_SCORE <= focused.score, (question, whole.score, focused.score)
         assert fact in focused.focus
+
+
+async def test_small_knowledge_comes_back_whole_and_large_knowledge_not_at_all(
+    tenant: Tenant, knowledge: KnowledgeService, services: Services
+) -> None:
+    """`contents`: what a call's prompt holds when it is small; a source of many passages comes back as its
+    text, each sentence once (a passage repeats the last sentence of the one before it)."""
+    agent = await tenant.create_agent()
+    await indexed(tenant, knowledge, agent["id"], kind="text", label="Hours, menu and delivery", text=DEMO_KNOWLEDGE)
+    await indexed(tenant, knowledge, agent["id"], kind="faq", label="FAQ", items=FAQ)
+    draft = await DatabaseAgentSource(services.engine).draft(tenant.org_id, agent["id"])
+    assert draft is not None
+    whole = await knowledge.contents(draft.knowledge, PROMPT_KNOWLEDGE_CHARS)
+    assert whole is not None and [k.source_label for k in whole] == ["Hours, menu and delivery", "FAQ"]
+    assert " ".join(whole[0].text.split()) == " ".join(DEMO_KNOWLEDGE.split())
+    assert all(q in whole[1].text and a in whole[1].text for q, a in ((i["question"], i["answer"]) for i in FAQ))
+    assert await knowledge.contents(draft.knowledge, len(whole[0].text) + len(whole[1].text) - 1) is None
+    sentences = [f"Sentence number {i} is about topic {i}." for i in range(60)]  # ~2,300 characters
+    big = await tenant.create_agent()
+    await indexed(tenant, knowledge, big["id"], kind="text", label="Long", text=" ".join(sentences))
+    long_draft = await DatabaseAgentSource(services.engine).draft(tenant.org_id, big["id"])
+    assert long_draft is not None
+    [long] = await knowledge.contents(long_draft.knowledge, 10_000) or []
+    assert long.text.split("\n")[1:] and split_sentences(long.text) == sentences, "several passages, no repeats"
+    assert await knowledge.contents(long_draft.knowledge, PROMPT_KNOWLEDGE_CHARS) is None
 
 
 async def test_preview_without_knowledge_is_empty(tenant: Tenant, knowledge: KnowledgeService) -> None:

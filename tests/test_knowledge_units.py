@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from control_api.knowledge.fetch import FetchError, fetch
 from control_api.net_guard import BlockedAddress, guarded_client, vetted_address
-from pipeline.knowledge.chunking import MAX_CHARS, chunk_faq, chunk_text
+from pipeline.knowledge.chunking import MAX_CHARS, chunk_faq, chunk_text, join_passages, split_sentences
 from pipeline.knowledge.embedder import DIMENSION, Embedder, from_bytes, to_bytes
 from pipeline.knowledge.extractors import EmptyDocument, UnsupportedDocument, detect_format, extract
 from runtime.agent_config import CompiledAgent
@@ -40,6 +40,14 @@ def test_chunking_never_loses_words_or_exceeds_the_limit(text: str) -> None:
     joined = " ".join(c.text for c in chunks)
     for word in text.split():
         assert word[:MAX_CHARS] in joined
+
+
+@given(st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=120))
+def test_joined_passages_give_each_sentence_of_the_text_once(lengths: list[int]) -> None:
+    """`join_passages` undoes chunking's one-sentence overlap: the source's sentences, in order, none twice."""
+    sentences = [f"Item {i} " + "word " * n + "ends here." for i, n in enumerate(lengths)]
+    passages = [c.text for c in chunk_text(" ".join(sentences))]
+    assert split_sentences(join_passages(passages)) == sentences
 
 
 def test_faq_chunks_keep_the_question_with_each_part_of_the_answer() -> None:

@@ -27,7 +27,7 @@ from runtime.voice.call import REMINDER, TRANSFER_FAILED, VoiceCall, VoiceSettin
 from runtime.voice.early_vad import SILENCE_DBFS, EarlySpeechSileroVAD, window_dbfs
 from runtime.voice.turn_start import EARLY_HOLD_S
 from telephony.call import TransferOutcome
-from tests.test_brain_support import agent, brain, deps, scripted
+from tests.test_brain_support import KNOWLEDGE, FakeKnowledge, agent, brain, chunk, deps, scripted
 from tests.test_voice_transport import RATE, FakeLeg, _speech_8k
 
 
@@ -220,6 +220,30 @@ async def test_a_slow_answer_gets_a_filler_first() -> None:
     await task
     assert tts.spoken[0] == "One moment." and "ready for pickup" in " ".join(tts.spoken[1:])
     assert call.brain_processor.fillers == 1
+
+
+async def test_the_reply_is_spoken_without_waiting_for_the_search_the_brain_does_after_it() -> None:
+    """With the agent's knowledge whole in its prompt, the brain searches after the reply (for the receipt).
+    The reply's response ends at its agent_message, so its one sentence (spoken when the response ends) does
+    not wait for that search."""
+    leg = FakeLeg()
+    search = FakeKnowledge([chunk("We open at noon on Saturday.", 0.8)], whole=True, delay_s=1.5)
+    agent_brain = brain(agent(greeting=None, knowledge=KNOWLEDGE.to_config()),
+                        deps(scripted("We open at noon."), knowledge=search), channel="voice")  # fmt: skip
+    stt = ScriptedSTTService(["when do you open on saturday"], delay_s=0.05)
+    tts = ScriptedTTSService(ms_per_char=5.0)
+    listener = Listener()
+    call = VoiceCall(leg, Actions(leg), agent_brain, stt=stt, tts=tts, listener=listener,
+                     settings=VoiceSettings(idle_s=30))  # fmt: skip
+    task = asyncio.create_task(run_call(call))
+    leg.feed(np.concatenate((silence(0.3), _speech_8k("When do you open on Saturday?"), silence(2.5))))
+    await leg.until(lambda: bool(listener.finished), within=15)
+    leg.end("remote hangup")
+    await task
+    (turn,) = listener.finished
+    assert turn.first_audio_at is not None and search.searched_at
+    assert turn.first_audio_at < search.searched_at[0] - 1.0, "spoken while the search ran"
+    assert [e.type for e in turn.events][-2:] == ["agent_message", "kb_retrieval"]
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_api.knowledge import repository as repo
-from pipeline.knowledge.chunking import split_sentences
+from pipeline.knowledge.chunking import join_passages, split_sentences
 from pipeline.knowledge.embedder import DIMENSION, Embedder, Vectors, from_bytes
-from runtime.knowledge import KnowledgeSnapshot, RetrievedChunk
+from runtime.knowledge import KnowledgeSnapshot, KnowledgeText, RetrievedChunk
 
 CACHE_BYTES = 64 * 1024 * 1024
 MAX_TOP_K = 50
@@ -101,6 +101,20 @@ class KnowledgeIndex:
         if focus_chars > 0 and found:
             found = await asyncio.to_thread(self._focus, found, vector, focus_chars)
         return found
+
+    async def contents(self, snapshot: KnowledgeSnapshot, max_chars: int) -> list[KnowledgeText] | None:
+        """Each source's text back from its passages (`join_passages`), when all of it fits `max_chars`."""
+        generations = await self._generations([(s.source_id, s.generation) for s in snapshot.sources])
+        out: list[KnowledgeText] = []
+        size = 0
+        for source in snapshot.sources:
+            text = join_passages(generations[(source.source_id, source.generation)].texts)
+            size += len(text)
+            if size > max_chars:
+                return None
+            if text.strip():
+                out.append(KnowledgeText(source.source_id, source.label, text))
+        return out
 
     def _focus(self, chunks: list[RetrievedChunk], query: Vectors, budget: int) -> list[RetrievedChunk]:
         """Each chunk with its `focus`: the sentences of all `chunks` most similar to the query, best first

@@ -21,7 +21,7 @@ from control_api.knowledge.search import KnowledgeIndex
 from control_api.knowledge.worker import IngestionWorker
 from control_api.net_guard import allow_hosts_from_env, normalize_hosts
 from pipeline.knowledge.embedder import Embedder
-from runtime.knowledge import KnowledgeSnapshot, RetrievedChunk
+from runtime.knowledge import KnowledgeSnapshot, KnowledgeText, RetrievedChunk
 
 TICK_INTERVAL_S = 15 * 60.0
 
@@ -47,6 +47,9 @@ class KnowledgeService:
         self, snapshot: KnowledgeSnapshot, query: str, top_k: int, *, focus_chars: int = 0
     ) -> list[RetrievedChunk]:
         return await self.index.search(snapshot, query, top_k, focus_chars=focus_chars)
+
+    async def contents(self, snapshot: KnowledgeSnapshot, max_chars: int) -> list[KnowledgeText] | None:
+        return await self.index.contents(snapshot, max_chars)
 
     async def record_gap(
         self,

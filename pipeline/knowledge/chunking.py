@@ -99,6 +99,21 @@ def chunk_text(text: str, max_chars: int = MAX_CHARS) -> list[Chunk]:
     return [Chunk(i, p) for i, p in enumerate(passages[:MAX_CHUNKS])]
 
 
+def join_passages(passages: Sequence[str]) -> str:
+    """A source's text back from its passages, in order: the sentence a passage repeats from the one before
+    it (see `_pack`) is given once; passages go on new lines."""
+    out: list[str] = []
+    for passage in passages:
+        previous = split_sentences(out[-1]) if out else []
+        overlap = previous[-1] if previous else ""
+        if overlap and passage.startswith(overlap + " "):
+            passage = passage[len(overlap) + 1 :]
+        elif overlap and passage == overlap:
+            continue
+        out.append(passage)
+    return "\n".join(out)
+
+
 def faq_text(items: Iterable[tuple[str, str]]) -> str:
     """The FAQ as one readable document (what GET on the source shows as its content)."""
     return "\n\n".join(f"Q: {q.strip()}\nA: {a.strip()}" for q, a in items)

@@ -9,6 +9,8 @@ On a call, the message holds only the passages' sentences nearest the caller's w
 in all (`focus_chars`, ranked by the search's own embeddings): the local model reads its prompt at ~10 ms a
 token here, and three whole passages (up to 800 characters each) kept the caller waiting 1.9-2.9 s for the
 first word of a reply (measured, Qwen2.5 0.5B, 2 cores), 0.3 s without knowledge. Chat keeps whole passages.
+Knowledge of at most `PROMPT_KNOWLEDGE_CHARS` is not searched for the model on a call at all: it is in the
+system prompt whole, and the turn's search runs after the reply, for the receipt and the gaps only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ TOP_K = 3
 # ~40 tokens: one or two sentences. 300 (~75 tokens, the passage's three best sentences) kept a caller
 # waiting 2.2 s (p50) for the first word in the voice benchmark, on a machine where a plain turn took 0.65 s.
 VOICE_KNOWLEDGE_CHARS = 160
+# On a call, knowledge up to this size goes whole into the system prompt (AgentBrain._load_knowledge), ~300
+# tokens: evaluated once per agent version and process (the prompt is a cached prefix), then free per turn.
+PROMPT_KNOWLEDGE_CHARS = 1200
 # A shorter heading ("Facts for the next message:", 7 tokens for these 27) was read out by the 0.5B model as
 # its reply, with the passage after it, in 5 of 20 benchmark turns.
 HEADING = "Knowledge passages for the customer's next message (use them if they answer it; never contradict them):"

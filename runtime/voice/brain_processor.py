@@ -172,13 +172,25 @@ class BrainProcessor(FrameProcessor):
         self._current = self._last = turn
         await self.listener.turn_started(turn)
         filler = self.create_task(self._filler(), name="brain-filler") if self.filler_after_s else None
-        replying = False
+        replying = False  # the reply's LLMFullResponseStartFrame went out
+        closed = False  # and its end frame
+        fell_back = False  # the reply was markup and the caller got FALLBACK instead
         held = ""  # reply text not yet passed on (see _may_be_markup)
         try:
             async with aclosing(self.brain.respond(text)) as events:
                 async for event in events:
                     turn.events.append(event)
-                    if event.type != "agent_delta":
+                    if event.type == "agent_message" and not closed:
+                        # The reply is complete: the TTS speaks its last sentence once the response ends, so
+                        # it ends now, not after what the brain does next (a search for the receipt).
+                        if filler is not None and not filler.done():
+                            await self.cancel_task(filler)
+                        replying, fell_back = await self._last_words(held, replying)
+                        held, closed = "", True
+                        if replying:
+                            await self.push_frame(LLMFullResponseEndFrame())
+                        continue
+                    if event.type != "agent_delta" or closed:
                         continue
                     if turn.first_token_at is None:
                         turn.first_token_at = time.monotonic()
@@ -192,27 +204,35 @@ class BrainProcessor(FrameProcessor):
                         await self.push_frame(LLMFullResponseStartFrame())
                     await self.push_frame(LLMTextFrame(held))
                     held = ""
-            if held.strip() and _is_markup(held):
-                self.unspoken.append(held)  # a small model wrote its tool call as text: never read JSON aloud
-                log.warning("not speaking a reply that is JSON: %.120s", held)
-                if not replying:  # nothing was said: not silence, and not markup for the model to copy later
-                    replying = True
-                    replace_last_reply(self.brain, FALLBACK)
-                    await self.push_frame(LLMFullResponseStartFrame())
-                    await self.push_frame(LLMTextFrame(FALLBACK))
-            elif held.strip():
-                if not replying:
-                    replying = True
-                    await self.push_frame(LLMFullResponseStartFrame())
-                await self.push_frame(LLMTextFrame(held))
+            if not closed:
+                replying, fell_back = await self._last_words(held, replying)
+            if fell_back:  # now that the turn is in the history: not markup for the model to copy later
+                replace_last_reply(self.brain, FALLBACK)
         finally:
             if filler is not None and not filler.done():
                 await self.cancel_task(filler)
             turn.added = list(self.brain.history[before:])
             self._current = None
-            if replying:
+            if replying and not closed:
                 await self.push_frame(LLMFullResponseEndFrame())
             await self.listener.turn_finished(turn)
+
+    async def _last_words(self, held: str, replying: bool) -> tuple[bool, bool]:
+        """Pass on the reply text still held back, unless it is markup (then FALLBACK, if nothing was said);
+        returns whether a reply was started and whether it is FALLBACK."""
+        if held.strip() and _is_markup(held):
+            self.unspoken.append(held)  # a small model wrote its tool call as text: never read JSON aloud
+            log.warning("not speaking a reply that is JSON: %.120s", held)
+            if not replying:  # nothing was said: not silence
+                await self.push_frame(LLMFullResponseStartFrame())
+                await self.push_frame(LLMTextFrame(FALLBACK))
+                return True, True
+        elif held.strip():
+            if not replying:
+                await self.push_frame(LLMFullResponseStartFrame())
+            await self.push_frame(LLMTextFrame(held))
+            return True, False
+        return replying, False
 
     @property
     def answering(self) -> bool:
