@@ -199,6 +199,11 @@ class AgentBrain:
         binding = self.tools.get(tool_name)
         return binding is not None and binding.deferred
 
+    @property
+    def searches_after_reply(self) -> bool:
+        """Whether each turn's knowledge search runs after its reply (the knowledge is whole in the prompt)."""
+        return self._whole_knowledge is not None
+
     def greeting(self) -> str | None:
         return self.agent.greeting
 

@@ -324,6 +324,7 @@ class VoiceCall(TurnListener):
         turn = self._answering
         if turn is not None and turn.first_audio_at is None:
             turn.first_audio_at = time.monotonic()
+            turn.audio_started.set()
             self._first_audio.set()
 
     async def _pipeline_started(self, *_: Any) -> None:
