@@ -178,6 +178,57 @@ def test_resync_after_long_silence() -> None:
     assert jb.stats.resyncs == 1
 
 
+def test_a_consumer_that_starts_late_gets_the_backlog_at_once_then_plays_at_the_target_delay() -> None:
+    late, shedding = JitterBuffer(), JitterBuffer()
+    for jb in (late, shedding):
+        for k in range(30):  # 600 ms arrived before the first read
+            jb.push(1000 + k, 5000 + 160 * k, payload(1000 + k), k * PTIME)
+    now = 30 * PTIME
+    target = round(late.stats.target_delay_s / PTIME)
+    burst = late.catch_up(now)
+    assert [f.seq for f in burst] == list(range(1000, 1030 - target))
+    assert all(f.kind is FrameKind.AUDIO for f in burst)
+    frames = []
+    for tick in range(40):
+        t = now + tick * PTIME
+        if tick < 30:
+            k = 30 + tick
+            late.push(1000 + k, 5000 + 160 * k, payload(1000 + k), t)
+        frames.append(late.pop(t))
+    assert audio_seqs(burst + frames) == list(range(1000, 1060)), "every packet, in order"
+    assert late.stats.shrunk == late.stats.lost == 0
+    assert late.catch_up(now + 2.0) == [], "nothing queued beyond the target"
+    shedding.pop(now)  # without it, the first pop finds 600 ms queued and sheds it down to the target
+    assert shedding.stats.shrunk == 30 - target
+
+
+def test_a_steady_stream_starts_at_its_target_and_never_sheds_a_frame() -> None:
+    """Started above the measured target, the buffer would come down by dropping a frame while the caller may
+    already be talking (the SIPp speech test lost 20-40 ms inside its first second that way)."""
+    jb, frames = simulate(100, delay=lambda k: 0.001)
+    assert jb.stats.shrunk == 0 and audio_seqs(frames) == list(range(1000, 1100))
+
+
+def test_given_is_quiet_the_delay_comes_down_only_by_dropping_quiet_frames() -> None:
+    # talkspurts of 30 frames, pauses of 10 (the payload's byte is its seq's low byte: quiet when in a pause)
+    seqs = range(1000, 1240)  # fewer than 256: the low byte names the packet
+    loud = {s for s in seqs if (s - 1000) % 40 < 30}
+
+    def run(is_quiet: Callable[[bytes], bool] | None) -> tuple[JitterBuffer, list[Frame]]:
+        # a 150 ms spike raises the delay; once it leaves the window the delay comes down by dropping frames
+        jb = JitterBuffer(is_quiet=is_quiet, window=32)
+        return simulate(240, delay=lambda k: spike(k, 60, 0.15), jb=jb)
+
+    _, plain_frames = run(None)
+    quiet_bytes = {s & 0xFF for s in seqs if s not in loud}
+    aware, aware_frames = run(lambda payload: payload[0] in quiet_bytes)
+    assert set(seqs) - set(audio_seqs(plain_frames)) & loud, "without the predicate, the shrink cuts speech"
+    kept = audio_seqs(aware_frames)
+    assert loud <= set(kept) and aware.stats.shrunk > 0, "with it, only frames of the pauses are dropped"
+    assert_all_accounted(aware, aware_frames, list(seqs), max_shrunk=10)
+    assert aware.stats.lost == 0 and aware.stats.target_delay_s <= 0.04
+
+
 def test_store_is_capped_dropping_oldest() -> None:
     jb = JitterBuffer(capacity=20)
     for k in range(100):

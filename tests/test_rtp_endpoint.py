@@ -155,6 +155,26 @@ async def test_tone_through_ulaw_and_rtcp(endpoints: tuple[RtpEndpoint, RtpEndpo
     assert sa.pacing_p99_ms < 20
 
 
+async def test_audio_that_arrived_before_the_reader_started_is_not_lost(
+    endpoints: tuple[RtpEndpoint, RtpEndpoint],
+) -> None:
+    """The caller speaks as soon as the call is answered, before the voice pipeline reads: the first read
+    hands that backlog over at once instead of the jitter buffer dropping it to keep its delay."""
+    a, b = endpoints
+    a.send_audio(tone(0.6, hz=500))
+    await wait_until_sent(a)  # all 30 packets are in b's jitter buffer, nobody reading yet
+    assert b.stats.packets_received == 30
+    frames: list[NDArray[np.int16]] = []
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(collect(b, stop, frames))
+        await asyncio.sleep(0.2)
+        stop.set()
+    pcm = np.concatenate(frames)
+    assert np.count_nonzero(np.abs(pcm) > 1000) > 0.9 * 8000 * 0.6 / 2, "the tone, whole"
+    assert b.receiver.jitter.stats.shrunk == 0 and b.receiver.jitter.stats.played == 30
+
+
 async def test_loss_reorder_duplication_through_relay(pool: PortPool) -> None:
     relay = Relay(seed=7, loss=0.15, dup=0.05, reorder=0.05)
     b = await RtpEndpoint.open(pool, HOST, rtcp_interval=0.1)

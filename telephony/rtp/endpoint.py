@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 PTIME = 0.020
 SAMPLES = 160  # 20 ms at 8 kHz
+QUIET_PEAK = 328  # -40 dBFS: a received frame this quiet holds no speech worth keeping over a lower delay
 PT_PCMU, PT_PCMA, PT_CN = 0, 8, 13
 _NTP_EPOCH = 2208988800
 
@@ -124,10 +125,14 @@ class MediaReceiver:
         self.remote = remote
         self.latched = False
         self.ssrc = expected_ssrc
-        self.jitter = JitterBuffer()
+        self.decode = _CODECS[audio_pt][0]
+        self.jitter = JitterBuffer(is_quiet=self._quiet)
         self.reception = ReceptionStats()
         self.dtmf = DtmfReceiver()
-        self.decode = _CODECS[audio_pt][0]
+
+    def _quiet(self, payload: bytes) -> bool:
+        """A frame the jitter buffer may drop to shrink its delay: no sample above QUIET_PEAK."""
+        return int(np.max(np.abs(self.decode(payload).astype(np.int32)), initial=0)) <= QUIET_PEAK
 
     def datagram(self, data: bytes, addr: Address, now: float) -> list[DtmfDigit]:
         st = self.stats
@@ -169,6 +174,10 @@ class MediaReceiver:
     def playout(self, now: float) -> NDArray[np.int16]:
         frame = self.jitter.pop(now)
         return frame.pcm(self.decode)
+
+    def catch_up(self, now: float) -> list[NDArray[np.int16]]:
+        """What arrived before the consumer started, beyond the target delay (`JitterBuffer.catch_up`)."""
+        return [frame.pcm(self.decode) for frame in self.jitter.catch_up(now)]
 
     def refresh(self) -> None:
         st, js = self.stats, self.jitter.stats
@@ -409,7 +418,12 @@ class RtpEndpoint:
             yield await self._digits.get()
 
     async def audio(self) -> AsyncIterator[NDArray[np.int16]]:
-        """20 ms frames of 8 kHz int16 PCM (concealment included), paced from the consumer's own deadlines."""
+        """20 ms frames of 8 kHz int16 PCM (concealment included), paced from the consumer's own deadlines; first,
+        at once, what arrived before the consumer started beyond the jitter buffer's delay (the caller's first
+        words, when a pipeline starts reading after the call was answered)."""
+        start = self._loop.time()
+        for pcm in self.receiver.catch_up(start):
+            yield pcm
         start = self._loop.time()
         n = 0
         while not self.closed:

@@ -17,7 +17,11 @@ How the delay adapts. The target delay is the 95th percentile of the recent rela
 (an underrun) the pop conceals *without* advancing, so the packets that turn up later play one frame later. A
 missing packet with newer ones already buffered is counted lost and skipped. The buffer shrinks by dropping
 the oldest queued frame (at most one every ``shrink_every`` pops) while more than one frame above target, and
-at once down to target when above ``max_delay_s``.
+at once down to target when above ``max_delay_s``. Given ``is_quiet`` (a payload predicate), the one-at-a-time
+shrink drops only quiet frames: it waits for the caller's next pause rather than cut 20 ms out of a word (a
+recognizer or a listener would lose that piece). A stream starts at ``initial_delay_s``, one frame above the
+least target, so a steady one has nothing to shed (from 60 ms it shed a frame or two in its first second,
+where a caller who speaks at once lost them: the SIPp speech test failed on that, 2 of 2 full CI runs).
 
 The playout clock's phase. Each played packet waited some time between its arrival and its pop; the
 least of those waits over ``slack_window`` pops in a row without concealment is time every packet spent
@@ -25,6 +29,12 @@ idle in the buffer: the packets arrive at some phase of the consumer's 20 ms clo
 reports that much (beyond a margin of at least ``min_slack_s``, or the measured jitter spread when larger)
 so the consumer can run its clock that much sooner; the delay comes down without dropping a frame. A
 listener that is a machine (the voice pipeline's VAD) hears the caller's pause up to a frame sooner.
+
+A consumer that starts late. Packets arrive from the moment the call is answered; the consumer (the voice
+pipeline) may start reading a few hundred milliseconds later, and the shrink rule would then drop that
+backlog, the caller's first words. ``catch_up(now_s)``, called before the first ``pop``, hands over at once
+every frame queued beyond the target delay, in order, so a consumer that is a machine takes them in a burst
+and the playout runs at the target delay from then on.
 
 Bounds and hygiene: at most ``capacity`` packets are stored (the oldest is dropped), late packets (before
 ``next_seq``) and duplicates are dropped and counted, and the stream restarts from the next packet after a
@@ -112,7 +122,7 @@ class JitterBuffer:
         ptime_s: float = 0.020,
         min_delay_s: float = 0.020,
         max_delay_s: float = 0.200,
-        initial_delay_s: float = 0.060,
+        initial_delay_s: float = 0.040,  # a steady stream's target plus one frame: it starts where it stays
         capacity: int = 50,
         repeat_limit: int = 1,
         repeat_gain: float = 0.5,
@@ -122,6 +132,7 @@ class JitterBuffer:
         shrink_every: int = 4,
         slack_window: int = 50,
         min_slack_s: float = 0.004,
+        is_quiet: Callable[[bytes], bool] | None = None,
     ) -> None:
         if not 0 < min_delay_s <= max_delay_s:
             raise ValueError("need 0 < min_delay_s <= max_delay_s")
@@ -135,6 +146,7 @@ class JitterBuffer:
         self.resync_after_s, self.max_jump = resync_after_s, max_jump
         self.shrink_every = shrink_every
         self.slack_window, self.min_slack_s = slack_window, min_slack_s
+        self.is_quiet = is_quiet
         self._waits: list[float] = []  # how long each packet played since the last concealment had waited
         self.stats = JitterStats(target_delay_s=self.initial_delay_s)
         self._transits: deque[float] = deque(maxlen=window)
@@ -298,7 +310,7 @@ class JitterBuffer:
             self._skip(depth - target_frames)
         elif depth > target_frames + 1:
             self._since_shrink += 1
-            if self._since_shrink >= self.shrink_every:
+            if self._since_shrink >= self.shrink_every and self._droppable():
                 self._skip(1)
                 self._since_shrink = 0
         else:
@@ -329,6 +341,33 @@ class JitterBuffer:
         if self._missing_run <= self.repeat_limit and self._last_payload:
             return Frame(FrameKind.REPEAT, self._last_payload, n, seq, self.repeat_gain)
         return Frame(FrameKind.SILENCE, b"", n, seq)
+
+    def catch_up(self, now_s: float) -> list[Frame]:
+        """The frames queued beyond the target delay (see the module's "A consumer that starts late"), played
+        now; a missing one among them is concealed as a pop would. Meant for the consumer's first read."""
+        if self._next_seq is None:
+            return []
+        target_frames = max(1, round(self.stats.target_delay_s / self.ptime_s))
+        out: list[Frame] = []
+        while self._depth() > target_frames:
+            seq = self._next_seq
+            if seq in self._store:
+                out.append(self._play(seq, now_s))
+            else:  # newer packets are here (the depth says so): this one is lost
+                self._next_seq = seq_add(seq, 1)
+                self.stats.lost += 1
+                self.stats.concealed += 1
+                out.append(Frame(FrameKind.SILENCE, b"", self.samples_per_frame, seq))
+        self._start_at = min(self._start_at if self._start_at is not None else now_s, now_s)
+        self._waits.clear()  # the backlog waited for the consumer, not for the clock's phase: no slack in it
+        return out
+
+    def _droppable(self) -> bool:
+        """Whether the shrink may drop the next frame: always without `is_quiet`, else when it is quiet (or
+        missing: skipping it loses nothing)."""
+        assert self._next_seq is not None
+        packet = self._store.get(self._next_seq)
+        return self.is_quiet is None or packet is None or self.is_quiet(packet.payload)
 
     def take_slack(self) -> float:
         """Seconds by which the consumer may run its playout clock sooner, once ``slack_window`` pops in a row
