@@ -223,9 +223,10 @@ class BrainProcessor(FrameProcessor):
             await self.listener.turn_finished(turn)
 
     async def _until_heard(self, turn: TurnRecord) -> None:
-        """Hold the brain (its search for the receipt) until the reply's first audio is out: the search's
-        embeddings and Piper's first sentence would share the two cores (measured: ~0.85 s from the first
-        token to the first audio with the search running beside Piper, ~0.3 s without)."""
+        """Hold the brain (its search for the receipt) until the reply's first audio is out, so the search's
+        embeddings never share the two cores with Piper's first sentence. (Not what made knowledge turns
+        slow to the first audio, as first thought: with or without this wait the voice benchmark measured
+        ~0.85 s from the first token to the first audio there; that is the replies' long first clauses.)"""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(HEARD_WAIT_S):
                 await turn.audio_started.wait()
