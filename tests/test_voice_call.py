@@ -14,6 +14,7 @@ import pytest
 import soxr
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 from pipeline.llm.scripted import ScriptedLLM
 from pipeline.llm.types import ChatMessage, ToolCall, ToolSpec
@@ -103,6 +104,39 @@ async def test_greeting_then_a_spoken_question_is_answered() -> None:
     assert turn.speech_end_at is not None and turn.speech_end_at < turn.started, "the pause, then the turn"
     assert result.outcome == "completed"
     assert [m.role for m in agent_brain.history] == ["user", "assistant"]
+
+
+class _Pushes(BaseObserver):
+    """Which processor each frame type was pushed into (pipecat's observer hook sees every push)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.into: dict[str, set[str]] = {}
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        self.into.setdefault(type(data.frame).__name__, set()).add(type(data.destination).__name__)
+
+
+async def test_the_callers_audio_goes_no_further_than_the_brain_and_no_rtvi_rides_along() -> None:
+    """Each 20 ms of the caller's audio used to travel on through the brain, TTS, output transport and the
+    call's tap, and an RTVI processor and observer (pipecat's client protocol, which no call speaks) saw
+    every frame: ~30 % of an idle call's event-loop time, taken from the LLM's two threads at every turn."""
+    leg = FakeLeg()
+    agent_brain = brain(agent(greeting="Hi."), deps(scripted("We open at nine.")), channel="voice")
+    stt = ScriptedSTTService(["what time do you open"], delay_s=0.05)
+    tts = ScriptedTTSService(ms_per_char=10.0)
+    call = VoiceCall(leg, Actions(leg), agent_brain, stt=stt, tts=tts, settings=VoiceSettings(idle_s=30))
+    pushes = _Pushes()
+    call.worker.add_observer(pushes)
+    task = asyncio.create_task(run_call(call))
+    leg.feed(np.concatenate((silence(0.5), _speech_8k("What time do you open?"), silence(1.5))))
+    await leg.until(lambda: len(tts.spoken) >= 2 and leg.buffered_ms == 0, within=15)
+    leg.end("remote hangup")
+    await task
+    assert {"ScriptedSTTService", "BrainProcessor"} <= pushes.into["InputAudioRawFrame"]
+    assert not pushes.into["InputAudioRawFrame"] & {"ScriptedTTSService", "LegOutputTransport", "_Watch"}
+    assert not [name for name in pushes.into if name.startswith("RTVI")]
+    assert "We open at nine." in " ".join(tts.spoken)
 
 
 async def test_keypad_entry_is_a_user_turn() -> None:

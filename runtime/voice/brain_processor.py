@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from pipecat.frames.frames import (
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -120,6 +121,8 @@ class BrainProcessor(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            return  # nothing after the brain uses the caller's audio: 50 frames a second less through four hops
         if isinstance(frame, LLMContextFrame):
             text = last_user_text(frame.context.get_messages()).strip()
             if text:

@@ -279,6 +279,10 @@ class VoiceCall(TurnListener):
             params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=leg.sample_rate),
             cancel_on_idle_timeout=False,
             idle_timeout_secs=None,
+            # No call speaks RTVI (pipecat's client protocol) or reads pipecat's turn tracking; their processor and
+            # observers saw every frame, and an idle call's event loop time comes out of the LLM's two threads.
+            enable_rtvi=False,
+            enable_turn_tracking=False,
         )
         self._started = asyncio.Event()
         self.worker.add_event_handler("on_pipeline_started", self._pipeline_started)
