@@ -5,6 +5,7 @@ as turns, barge-in trimming history to what was heard, hang-up after a goodbye, 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -406,6 +407,27 @@ async def test_an_early_hold_the_vad_never_confirms_is_let_go() -> None:
     leg.end("remote hangup")
     result = await task
     assert leg.clears == clears and not result.heard and len(llm.calls) == 1
+
+
+async def test_the_vad_scores_its_windows_on_the_event_loop_and_still_reports_the_pause() -> None:
+    """pipecat hands every 20 ms frame to a VAD thread and the state back: two thread wake-ups a frame (~3x an
+    idle call's context switches), each taking a core from the LLM or Whisper. A window is ~0.25 ms of Silero."""
+    threads: set[int] = set()
+    silences: list[int] = []
+
+    class _Where(EarlySpeechSileroVAD):
+        def voice_confidence(self, buffer: bytes) -> Any:
+            threads.add(threading.get_ident())
+            return super().voice_confidence(buffer)
+
+    vad = _Where(params=VADParams(stop_secs=0.2), on_early_silence=lambda: silences.append(1))
+    vad.set_sample_rate(16000)
+    speech = soxr.resample(_speech_8k("What time do you open?"), RATE, 16000).astype(np.int16)
+    pcm = np.concatenate((speech, np.zeros(16000 // 2, np.int16)))
+    states = [await vad.analyze_audio(pcm[i : i + 320].tobytes()) for i in range(0, len(pcm) - 320, 320)]
+    await asyncio.sleep(0)  # the callback was scheduled on the loop
+    assert threads == {threading.get_ident()}
+    assert VADState.SPEAKING in states and states[-1] == VADState.QUIET and silences == [1]
 
 
 def test_early_speech_is_confident_speech_that_is_not_quiet() -> None:
