@@ -309,6 +309,30 @@ async def test_a_tool_call_written_out_as_text_is_never_spoken(written_out: str)
     assert [m.content for m in agent_brain.history if m.role == "assistant"] == [FALLBACK]
 
 
+async def test_a_call_written_out_as_text_is_answered_with_the_fallback_before_the_model_has_finished_it() -> None:
+    """Its name and bracket make it certain: the caller is asked again at once, not after ~0.6 s more of tokens."""
+    leg = FakeLeg()
+    written_out = 'end_conversation{"reason": "The customer is done with the call."}'
+    llm = scripted(written_out, chunk_interval_s=0.25)  # the rest takes ~2 s to write
+    agent_brain = brain(agent(greeting=None), deps(llm), channel="voice")
+    stt = ScriptedSTTService(["bye"], delay_s=0.05)
+    tts = ScriptedTTSService(ms_per_char=5.0)
+    listener = Listener()
+    call = VoiceCall(leg, Actions(leg), agent_brain, stt=stt, tts=tts, listener=listener,
+                     settings=VoiceSettings(idle_s=30))  # fmt: skip
+    task = asyncio.create_task(run_call(call))
+    leg.feed(np.concatenate((silence(0.3), _speech_8k("Okay, that is all, goodbye."), silence(1.0))))
+    await leg.until(lambda: bool(listener.finished), within=15)
+    leg.end("remote hangup")
+    await task
+    (turn,) = listener.finished
+    assert turn.first_audio_at is not None and turn.first_token_at is not None
+    assert turn.first_audio_at - turn.first_token_at < 1.0, "spoken while the markup was still being written"
+    assert call.brain_processor.unspoken == [written_out]
+    assert FALLBACK in " ".join(tts.spoken) and not any("reason" in spoken for spoken in tts.spoken), tts.spoken
+    assert [m.content for m in agent_brain.history if m.role == "assistant"] == [FALLBACK]
+
+
 async def test_a_transfer_is_announced_then_referred_and_its_outcome_recorded() -> None:
     leg = FakeLeg()
     llm = scripted([ToolCall("t1", "transfer_to_human", {"reason": "wants a person"})])
