@@ -310,6 +310,16 @@ async def test_a_reply_is_spoken_first_clause_then_sentences() -> None:
     assert await chunks_of(aggregator, "Okay, tell me.") == ["Okay,", "tell me."]
 
 
+async def test_a_clause_after_a_word_is_spoken_without_waiting_for_the_next_token() -> None:
+    aggregator = FirstClauseAggregator()
+    assert [a.text async for a in aggregator.aggregate("Yes,")] == ["Yes,"]  # " we" is not written yet
+    assert [a.text async for a in aggregator.aggregate(" we deliver.")] == []
+    assert (await aggregator.flush()) is not None
+    assert [a.text async for a in aggregator.aggregate("It is 1,")] == [], "a number's comma waits for what follows"
+    assert [a.text async for a in aggregator.aggregate("000 yen.")] == []
+    await aggregator.flush()
+
+
 async def test_a_long_opening_without_a_clause_is_cut_before_a_joining_word() -> None:
     aggregator = FirstClauseAggregator()
     reply = "You can pick up your order at the counter when it is ready. Then we will text you when it ships."

@@ -8,7 +8,8 @@ after an opening clause sounds natural. Later clauses stay inside their sentence
 costs Piper's phrase-final intonation and a possible gap), so only the first chunk of a reply is cut
 short.
 
-A clause ends at `,` `;` or `:` followed by a space (so "1,000" and "10:30" are never split). A long
+A clause ends at `,` `;` or `:` right after a letter ("Yes,": at once, not when the model's next token brings
+the space), or followed by a space (so "1,000" and "10:30" are never split). A long
 opening with no such mark ("You can pick up your order at the counter when it is ready.") is cut before a
 joining word (`BREAK_WORDS`: "to", "when", "and" ...) once it has `MIN_OPENING_WORDS` words: otherwise the
 caller waits for every token of a long first sentence (seen: ~1 s more from the first token to the first
@@ -96,6 +97,14 @@ class FirstClauseAggregator(SimpleTextAggregator):
                 yield Aggregation(text=head, type=TextType.SENTENCE)
                 async for aggregation in super().aggregate(word + char):  # the word or number opens the rest
                     yield aggregation
+                continue
+            if not self._spoke and char in CLAUSE_ENDINGS and self._text[-1:].isalpha():
+                # After a word ("Yes,") the mark ends the clause at once: waiting for the space that shows it
+                # is no number's ("1,000", "10:30") would wait for the model's next token (~40 ms here).
+                clause = (self._text + char).strip()
+                await self.reset()  # type: ignore[no-untyped-call]
+                self._spoke = True
+                yield Aggregation(text=clause, type=TextType.SENTENCE)
                 continue
             if not self._spoke and char.isspace() and self._text[-1:] in CLAUSE_ENDINGS:
                 clause = self._text.strip()
