@@ -300,6 +300,8 @@ def _cut_short(turn: TurnRecord, *, at: float | None = None) -> bool:
 # ...}', 'Knowledge_lookup({"query": ...})'): a name with an underscore, then "(" or "{". Never words.
 _CALL_AS_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+\s*[({]")
 _ONE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # the reply's first word, not ended yet
+# A tool's name alone as the whole reply ("end_conversation", seen): not words either.
+_NAME_ALONE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+[.!]?")
 
 
 def _may_be_markup(text: str) -> bool:
@@ -319,7 +321,7 @@ def _is_markup(text: str) -> bool:
     after line), or one cut off by the token limit; "[laughs] Sure." is words.
     """
     stripped = text.strip()
-    if stripped.startswith("```") or _CALL_AS_TEXT.match(stripped):
+    if stripped.startswith("```") or _CALL_AS_TEXT.match(stripped) or _NAME_ALONE.fullmatch(stripped):
         return True
     decoder, at = json.JSONDecoder(), 0
     while at < len(stripped):
