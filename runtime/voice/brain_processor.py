@@ -298,10 +298,11 @@ def _cut_short(turn: TurnRecord, *, at: float | None = None) -> bool:
 
 # A tool call written out as its name and arguments, as the 0.5B model has done ('end_conversation{"reason":
 # ...}', 'Knowledge_lookup({"query": ...})'): a name with an underscore, then "(" or "{". Never words.
-_CALL_AS_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+\s*[({]")
+_TOOL_NAME = r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+"
+_CALL_AS_TEXT = re.compile(_TOOL_NAME + r"\s*[({]")
 _ONE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # the reply's first word, not ended yet
 # A tool's name alone as the whole reply ("end_conversation", seen): not words either.
-_NAME_ALONE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)+[.!]?")
+_NAME_ALONE = re.compile(_TOOL_NAME + r"[.!]?")
 
 
 def _may_be_markup(text: str) -> bool:
