@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.llm.errors import LLMError
 from pipeline.llm.local_llama import LocalLlamaProvider, LocalModelConfig, available_cores
-from pipeline.llm.model_assets import ensure_model
+from pipeline.llm.model_assets import ensure_runtime_model
 from pipeline.llm.types import (
     ChatMessage,
     Finished,
@@ -347,7 +347,7 @@ async def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="run only the first N cases")
     args = parser.parse_args()
 
-    config = LocalModelConfig(model_path=ensure_model(args.data_dir), n_threads=args.threads)
+    config = LocalModelConfig(model_path=ensure_runtime_model(args.data_dir), n_threads=args.threads)
     provider = LocalLlamaProvider(config)
     started = time.perf_counter()
     await asyncio.wrap_future(provider.engine.executor.submit(provider.engine.load))

@@ -58,7 +58,7 @@ from control_api.numbers.inbound import DatabaseNumberRouter
 from control_api.numbers.inventory import ensure_seeded
 from control_api.services import Services
 from control_api.settings import Settings, sqlite_url
-from pipeline.llm.model_assets import QWEN_CODER_05B_Q4KM, link_assembled, model_path
+from pipeline.llm.model_assets import QWEN_CODER_05B_Q4KM, link_assembled, runtime_model_path
 from pipeline.llm.scripted import ScriptedLLM
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
 from runtime.brain import AgentBrain
@@ -193,8 +193,8 @@ def main() -> None:
     args.data_dir = Path(args.data_dir).resolve()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.fake and not model_path(Path(args.models_from), QWEN_CODER_05B_Q4KM).exists():
-        parser.error(f"no assembled model under {args.models_from} (run ./dev first)")
+    if not args.fake and not runtime_model_path(Path(args.models_from), QWEN_CODER_05B_Q4KM).exists():
+        parser.error(f"no assembled and requantized model under {args.models_from} (run ./dev first)")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     uvloop.run(serve(args))
 

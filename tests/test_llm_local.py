@@ -22,7 +22,7 @@ from pipeline.llm import chat_template as ct
 from pipeline.llm import local_llama
 from pipeline.llm.constrained import GrammarSampler
 from pipeline.llm.local_llama import LocalLlamaProvider, LocalModelConfig
-from pipeline.llm.model_assets import ensure_model
+from pipeline.llm.model_assets import ensure_runtime_model
 from pipeline.llm.types import (
     ChatMessage,
     Finished,
@@ -64,7 +64,7 @@ TOOLS = [
 
 @pytest.fixture(scope="module")
 def llm() -> LocalLlamaProvider:
-    return LocalLlamaProvider(LocalModelConfig(model_path=ensure_model(DATA_DIR, progress=None)))
+    return LocalLlamaProvider(LocalModelConfig(model_path=ensure_runtime_model(DATA_DIR, progress=None)))
 
 
 def turn(text: str) -> list[ChatMessage]:
@@ -265,7 +265,7 @@ async def test_a_conversation_that_outgrew_the_context_goes_on_at_the_cost_of_it
     """Past the context, each prompt drops the oldest messages, so none shares more than the system prompt
     with a saved state. The engine loads the conversation's last state with those messages cut out and the
     rest shifted down: each turn still evaluates only its new message, and the model still answers."""
-    small = LocalLlamaProvider(LocalModelConfig(model_path=ensure_model(DATA_DIR, progress=None), n_ctx=512))
+    small = LocalLlamaProvider(LocalModelConfig(model_path=ensure_runtime_model(DATA_DIR, progress=None), n_ctx=512))
     engine = small.engine
     messages = [SYSTEM]
     fresh: list[int] = []
@@ -293,7 +293,7 @@ async def test_two_conversations_at_once_both_complete(llm: LocalLlamaProvider) 
 
 
 async def test_closing_the_stream_stops_generation_promptly() -> None:
-    llm = LocalLlamaProvider(LocalModelConfig(model_path=ensure_model(DATA_DIR, progress=None)), queue_size=2)
+    llm = LocalLlamaProvider(LocalModelConfig(model_path=ensure_runtime_model(DATA_DIR, progress=None)), queue_size=2)
     stats = llm.engine.stats
     stream = llm.stream(turn("Count from 1 to 200, separated by commas."), [], GenerationSettings(max_tokens=400))
     before_tokens, before_turns = stats.generated_tokens, stats.turns
@@ -312,7 +312,7 @@ async def test_closing_the_stream_stops_generation_promptly() -> None:
 
 
 def test_grammar_sampler_checks_the_argmax_first_and_masks_the_vocabulary_only_when_needed() -> None:
-    vocab_only = Llama(str(ensure_model(DATA_DIR, progress=None)), vocab_only=True, verbose=False)
+    vocab_only = Llama(str(ensure_runtime_model(DATA_DIR, progress=None)), vocab_only=True, verbose=False)
     vocab, n_vocab = llama_cpp.llama_model_get_vocab(vocab_only.model), vocab_only.n_vocab()
     yes, no, hello = (vocab_only.tokenize(word, add_bos=False)[0] for word in (b"yes", b"no", b"hello"))
     logits = np.zeros(n_vocab, dtype=np.single)

