@@ -4,7 +4,7 @@ Every labelled utterance of benchmarks/tool_routing.py (its tuning set and its h
 questions of benchmarks/voice_latency.py, spoken by two voices: Piper's en_US-joe-medium (a natural voice)
 and espeak-ng (robotic; tiny.en mishears much of it, but it is the caller voice of the peer tests). Each is
 taken through the phone band (8 kHz, back up to 16 kHz) and framed like a VAD segment (0.3 s of pre-roll,
-0.5 s of trailing silence), then transcribed by `WhisperSTT` with each `encoder_frames`. Prints, per voice
+0.5 s of trailing silence), then transcribed by `WhisperSTT` over each window (`encoder_windows`). Prints, per voice
 and window, the word error rate against the text, how many turns came out much shorter than with 3000
 frames (a cut-off turn, the failure to watch for), how many short-window decodes were redone over the
 full window (`whisper_window.looks_cut_short`), and the transcription latency p50/p95; writes
@@ -78,7 +78,7 @@ def utterances(piper: PiperTTS) -> list[tuple[str, str, NDArray[np.int16]]]:
 
 def run(model: str, windows: list[int], data_dir: Path) -> dict[str, object]:
     speech = utterances(PiperTTS())
-    stts = {frames: WhisperSTT(model, data_dir, eager=True, encoder_frames=frames) for frames in windows}  # type: ignore[arg-type]
+    stts = {frames: WhisperSTT(model, data_dir, eager=True, encoder_windows=(frames,)) for frames in windows}  # type: ignore[arg-type]
     reference_window = max(windows)
     rows: list[dict[str, object]] = []
     for voice, text, pcm in speech:

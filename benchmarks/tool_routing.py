@@ -29,7 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.llm.errors import LLMError
-from pipeline.llm.local_llama import LocalLlamaProvider, LocalModelConfig, available_cores
+from pipeline.llm.local_llama import LocalModelConfig, available_cores
+from pipeline.llm.local_provider import LocalLlamaProvider
 from pipeline.llm.model_assets import ensure_runtime_model
 from pipeline.llm.types import (
     ChatMessage,

@@ -81,7 +81,7 @@ def local_llm(data_dir: Path) -> LazyLLM:
     """The bundled model under `data_dir/models`, built on the first turn."""
 
     def build() -> LLMProvider:
-        from pipeline.llm.local_llama import LocalLlamaProvider  # loads llama.cpp: only when needed
+        from pipeline.llm.local_provider import LocalLlamaProvider  # loads llama.cpp: only when needed
 
         return LocalLlamaProvider.from_data_dir(data_dir)
 

@@ -31,7 +31,7 @@ def test_the_project_installed_the_local_model() -> None:
 
 
 async def test_a_knowledge_question_is_answered_from_the_passage() -> None:
-    from pipeline.llm.local_llama import LocalLlamaProvider
+    from pipeline.llm.local_provider import LocalLlamaProvider
 
     llm = LocalLlamaProvider.from_data_dir(DATA_DIR)
     search = FakeKnowledge([chunk("Tony's large supreme pizza costs $18.50. A medium supreme costs $14.", 0.83)])

@@ -21,7 +21,8 @@ from llama_cpp import Llama, llama_cpp
 from pipeline.llm import chat_template as ct
 from pipeline.llm import local_llama
 from pipeline.llm.constrained import GrammarSampler
-from pipeline.llm.local_llama import LocalLlamaProvider, LocalModelConfig
+from pipeline.llm.local_llama import LocalModelConfig
+from pipeline.llm.local_provider import LocalLlamaProvider
 from pipeline.llm.model_assets import ensure_runtime_model
 from pipeline.llm.types import (
     ChatMessage,

@@ -14,7 +14,7 @@ import pytest
 from llama_cpp import Llama, llama_cpp
 
 from pipeline.llm.errors import ModelAssetError
-from pipeline.llm.local_llama import LocalLlamaProvider
+from pipeline.llm.local_provider import LocalLlamaProvider
 from pipeline.llm.model_assets import (
     QWEN_CODER_05B_Q4KM,
     ModelAsset,

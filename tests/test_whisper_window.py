@@ -99,7 +99,15 @@ def test_a_transcript_is_cut_short_under_two_words_a_second() -> None:
 def test_a_turn_that_fits_is_decoded_over_the_short_window(tiny: WhisperSTT, question: NDArray[np.int16]) -> None:
     result = tiny.transcribe(question)
     assert {"time", "open", "saturday"} <= words(result.text), result
-    assert result.encoder_frames == 1500 and result.language == "en"
+    assert result.encoder_frames == 1000 and result.language == "en"
+
+
+def test_a_turn_too_long_for_the_shortest_window_takes_the_next(
+    tiny: WhisperSTT, question: NDArray[np.int16]
+) -> None:
+    result = tiny.transcribe(np.concatenate([question, np.zeros(16000 * 8, np.int16)]))
+    assert {"time", "open", "saturday"} <= words(result.text), result
+    assert result.encoder_frames == 1500
 
 
 def test_a_turn_longer_than_the_window_takes_the_full_one(tiny: WhisperSTT, question: NDArray[np.int16]) -> None:
@@ -110,7 +118,7 @@ def test_a_turn_longer_than_the_window_takes_the_full_one(tiny: WhisperSTT, ques
 
 
 def test_the_short_and_full_windows_agree_on_the_question(question: NDArray[np.int16]) -> None:
-    full = WhisperSTT("tiny.en", DATA_DIR, encoder_frames=3000).transcribe(question)
+    full = WhisperSTT("tiny.en", DATA_DIR, encoder_windows=(3000,)).transcribe(question)
     assert full.encoder_frames == 3000
     assert {"time", "open", "saturday"} <= words(full.text), full
 
@@ -137,7 +145,7 @@ def test_a_transcript_that_looks_cut_off_is_decoded_again(
 
 def test_silence_and_hum_transcribe_to_nothing_much(tiny: WhisperSTT) -> None:
     silence = tiny.transcribe(np.zeros(16000 * 2, np.int16))
-    assert silence.encoder_frames == 1500
+    assert silence.encoder_frames == 1000
     assert len(silence.text.split()) <= 2, silence  # the no-speech rule, or at most Whisper's "you"
 
 

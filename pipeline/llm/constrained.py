@@ -5,6 +5,8 @@ model's forward pass on a small CPU. But under greedy decoding only one token ma
 the raw logits, ask the grammar about that single token, and only when it is rejected apply the grammar
 to the whole vocabulary and take the best allowed token. When the model already follows the format (most
 steps inside a JSON string or after a routing-table key) each step checks one token.
+
+`bounded_schema` caps the strings and arrays a JSON Schema leaves unbounded, for the grammar compiled from it.
 """
 
 from __future__ import annotations
@@ -79,3 +81,22 @@ class GrammarSampler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_STRING_BOUNDS = ("maxLength", "enum", "const", "pattern", "format")
+
+
+def bounded_schema(schema: Any, max_chars: int, max_items: int) -> Any:
+    """`schema` with `maxLength`/`maxItems` added wherever a string or array has no bound of its own."""
+    if isinstance(schema, list):
+        return [bounded_schema(item, max_chars, max_items) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: bounded_schema(value, max_chars, max_items) for key, value in schema.items()}
+    types = out.get("type")
+    types = types if isinstance(types, list) else [types]
+    if "string" in types and not any(key in out for key in _STRING_BOUNDS):
+        out["maxLength"] = max_chars
+    if "array" in types and "maxItems" not in out:
+        out["maxItems"] = max(max_items, int(out.get("minItems", 0)))
+    return out

@@ -7,12 +7,8 @@ Two layers, as everywhere in this project:
   loaded lazily on first use, run by a single worker thread: turns of different conversations queue on
   it and run one at a time (plus a lock, in case anything else calls in). Between tokens, and between
   prefill chunks, it checks the turn's cancel event.
-- `LocalLlamaProvider.stream()` is the async shell: it submits a turn to the engine and relays what the
-  worker emits through a bounded asyncio queue (the worker blocks while the queue is full, so a slow
-  consumer slows generation instead of growing memory). Closing the stream early sets the cancel event,
-  drains the queue and waits for the worker to stop, so after `aclose()` returns no more tokens are made.
-  A turn that ran to its end returns at once: what the worker does after (keep the conversation's state,
-  read the next message's header ahead, `_Turn.read_ahead`) runs on, and the next turn queues behind it.
+- `local_provider.LocalLlamaProvider` is the async shell: it submits a turn to the engine and relays what
+  the worker emits to the event loop.
 
 Latency: prompts are formatted by `chat_template` so the frozen prefixes (system prompt + tools, and the
 routing table) are byte-identical across turns; `PrefixStateCache` keeps the KV state of each prefix and
@@ -21,7 +17,8 @@ several conversations take turns on the model. A conversation that outgrows the 
 messages; its next turn loads its last state with those messages cut out of the KV cache and the rest
 shifted down (`LlamaEngine.cut_out`, llama.cpp's context shift) instead of evaluating it all again. The
 routing table's query and the chat prompt's new tokens are evaluated in one batch, as two sequences of one
-KV cache (`_Turn.route_beside`): short prompts cost llama.cpp here little more together than one alone.
+KV cache (`_Turn.route_beside`, over `llama_batch`): short prompts cost llama.cpp here little more together
+than one alone.
 
 Tools (decide-then-fill, see `chat_template`): step 1 continues the few-shot routing table for the
 caller's message under a GBNF over the declared names plus the no-tool choice, stopping as soon as the
@@ -33,7 +30,6 @@ GBNF compiled from the tool's JSON Schema, then validates the arguments with `js
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import concurrent.futures
 import contextlib
@@ -41,10 +37,9 @@ import ctypes
 import json
 import os
 import threading
-import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,19 +47,17 @@ from typing import Any
 import jsonschema
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList, llama_cpp
-from llama_cpp._internals import LlamaContext
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 from numpy.typing import NDArray
 
 from pipeline.cores import CORES, Cores
 from pipeline.llm import chat_template as ct
-from pipeline.llm.constrained import GrammarSampler
+from pipeline.llm.constrained import GrammarSampler, bounded_schema
 from pipeline.llm.errors import LLMBadResponse, LLMError, LLMRequestError
-from pipeline.llm.model_assets import ensure_runtime_model
+from pipeline.llm.llama_batch import decode_batch, logits_at, with_two_sequences
 from pipeline.llm.prefix_cache import Cut, PrefixStateCache, SavedState, Tokens, as_tokens, common_prefix
 from pipeline.llm.types import (
     ChatMessage,
-    Finished,
     FinishReason,
     GenerationSettings,
     LLMEvent,
@@ -201,7 +194,7 @@ class LlamaEngine:
                 n_threads_batch=self.config.n_threads,
                 verbose=False,
             )
-            self._llm = _with_two_sequences(llm)
+            self._llm = with_two_sequences(llm)
         return self._llm
 
     def run_turn(self, request: TurnRequest, emit: Emit, cancel: threading.Event) -> None:
@@ -447,20 +440,20 @@ class _Turn:
             engine.cores.yield_to_urgent()
             if self.cancel.is_set():
                 raise Stopped
-            at = _decode_batch(llm, [(ROUTER_SEQ, length, query[length:]), (0, tail, prompt[tail:])])
+            at = decode_batch(llm, [(ROUTER_SEQ, length, query[length:]), (0, tail, prompt[tail:])])
             engine.stats.prompt_tokens_evaluated += len(query) - length + len(prompt) - tail
             engine.stats.batched_routes += 1
             llm.input_ids[tail : len(prompt)] = prompt[tail:]
             llm.n_tokens, llm._requires_eval = len(prompt), False  # the batch's last logits are the chat's
-            logits = _logits(llm, at[0])
+            logits = logits_at(llm, at[0])
             position = len(query)
 
             def next_logits(token: int) -> NDArray[np.single]:
                 nonlocal position
                 llm._requires_eval = True  # the chat's logits are overwritten: its last token is evaluated again
-                _decode_batch(llm, [(ROUTER_SEQ, position, np.array([token], dtype=np.intc))])
+                decode_batch(llm, [(ROUTER_SEQ, position, np.array([token], dtype=np.intc))])
                 position += 1
-                return _logits(llm, 0)
+                return logits_at(llm, 0)
 
             return self.decide(self.constrained_from(logits, next_logits, grammar, 32), options, label)
         finally:
@@ -551,9 +544,9 @@ class _Turn:
 
         def next_logits(token: int) -> NDArray[np.single]:
             self.llm.eval([token])
-            return _logits(self.llm, -1)
+            return logits_at(self.llm, -1)
 
-        return self.constrained_from(_logits(self.llm, -1), next_logits, gbnf, limit, repeat_penalty)
+        return self.constrained_from(logits_at(self.llm, -1), next_logits, gbnf, limit, repeat_penalty)
 
     def constrained_from(
         self,
@@ -651,182 +644,5 @@ class _Turn:
         self.emit(ToolCall(f"call_{uuid.uuid4().hex[:24]}", tool.name, arguments))
 
 
-_STRING_BOUNDS = ("maxLength", "enum", "const", "pattern", "format")
-
-
-def _with_two_sequences(llm: Llama) -> Llama:
-    """`llm` with a context that holds two sequences in one KV cache (the chat, and the routing table's query
-    beside it: `_Turn.route_beside`). llama-cpp-python creates its context for one sequence and has no
-    parameter for more, so the context is made again from the same parameters."""
-    params = llm.context_params
-    params.n_seq_max, params.kv_unified = 2, True  # unified: both sequences share the n_ctx cells
-    single = llm._ctx
-    llm._ctx = LlamaContext(model=llm._model, params=params, verbose=False)
-    single.close()  # type: ignore[no-untyped-call]
-    return llm
-
-
-def _decode_batch(llm: Llama, parts: Sequence[tuple[int, int, Tokens]]) -> list[int]:
-    """Evaluate several sequences' tokens in one batch: (sequence, position of the first token, tokens) each.
-    Returns the batch index of each part's last token, whose logits are kept."""
-    batch = llm._batch.batch
-    index, last = 0, []
-    for seq, start, tokens in parts:
-        for offset, token in enumerate(tokens.tolist()):
-            batch.token[index] = token
-            batch.pos[index] = start + offset
-            batch.n_seq_id[index] = 1
-            batch.seq_id[index][0] = seq
-            batch.logits[index] = offset == len(tokens) - 1
-            index += 1
-        last.append(index - 1)
-    batch.n_tokens = index
-    llm._ctx.decode(llm._batch)
-    return last
-
-
-def _logits(llm: Llama, index: int) -> NDArray[np.single]:
-    """The logits the last batch kept for its token `index` (-1: the last one kept): a view, valid until the
-    next decode (each is read before the next token is evaluated)."""
-    pointer = llama_cpp.llama_get_logits_ith(llm.ctx, index)
-    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))
-
-
-def bounded_schema(schema: Any, max_chars: int, max_items: int) -> Any:
-    """`schema` with `maxLength`/`maxItems` added wherever a string or array has no bound of its own."""
-    if isinstance(schema, list):
-        return [bounded_schema(item, max_chars, max_items) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: bounded_schema(value, max_chars, max_items) for key, value in schema.items()}
-    types = out.get("type")
-    types = types if isinstance(types, list) else [types]
-    if "string" in types and not any(key in out for key in _STRING_BOUNDS):
-        out["maxLength"] = max_chars
-    if "array" in types and "maxItems" not in out:
-        out["maxItems"] = max(max_items, int(out.get("minItems", 0)))
-    return out
-
-
 def _concat(*parts: Tokens) -> Tokens:
     return as_tokens(np.concatenate([as_tokens(part) for part in parts]))
-
-
-class _Relay:
-    """The worker → event loop channel of one stream: a bounded asyncio queue and a cancel event."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
-        self.loop = loop
-        self.queue: asyncio.Queue[LLMEvent | TurnEnd | BaseException] = asyncio.Queue(size)
-        self.cancel = threading.Event()
-
-    def emit(self, item: LLMEvent | TurnEnd | BaseException) -> None:
-        """Worker side: block until the consumer has room; raise `Stopped` once it has gone."""
-        if self.cancel.is_set():
-            raise Stopped
-        try:
-            put = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
-        except RuntimeError as exc:  # the loop is closed
-            raise Stopped from exc
-        while True:
-            try:
-                put.result(timeout=1.0)
-                return
-            except concurrent.futures.TimeoutError:
-                # Closing the stream drains the queue, which frees the put; this covers a consumer
-                # that vanished without closing (its loop stopped).
-                if self.cancel.is_set() or self.loop.is_closed():
-                    put.cancel()
-                    raise Stopped from None
-            except concurrent.futures.CancelledError:
-                raise Stopped from None
-
-    def drain(self) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
-
-
-class LocalLlamaProvider:
-    """`LLMProvider` over the shared in-process engine for one model file."""
-
-    def __init__(
-        self,
-        config: LocalModelConfig,
-        *,
-        queue_size: int = 32,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.config = config
-        self.queue_size = queue_size
-        self.clock = clock
-
-    @classmethod
-    def from_data_dir(cls, data_dir: Path, **kwargs: Any) -> LocalLlamaProvider:
-        """Assemble the bundled model under `data_dir` and requantize it if needed (blocking, once) and use it."""
-        return cls(LocalModelConfig(model_path=ensure_runtime_model(data_dir)), **kwargs)
-
-    @property
-    def engine(self) -> LlamaEngine:
-        return LlamaEngine.shared(self.config)
-
-    async def warm_up(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> None:
-        """Load the model and compute the states of this system prompt with its tools, and of the tools'
-        routing table, so that a first turn only evaluates its own messages (`StatefulLLM`)."""
-        system = tuple(m for m in messages if m.role == "system")[:1]
-        request = TurnRequest(system, tuple(tools), GenerationSettings(max_tokens=1), warm_only=True)
-        async with contextlib.aclosing(self._run(request)) as events:
-            async for _ in events:
-                pass
-
-    async def settled(self) -> None:
-        """Until the engine has done everything handed to it so far (a finished turn's state kept, its
-        read-ahead): a stream returns at its turn's end, before that."""
-        await asyncio.wrap_future(self.engine.executor.submit(lambda: None))
-
-    async def release(self, prompt_cache_key: str) -> None:
-        """Forget the states kept for the conversation `prompt_cache_key` (`StatefulLLM`)."""
-        engine = self.engine
-        await asyncio.wrap_future(engine.executor.submit(engine.forget, prompt_cache_key))
-
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[ToolSpec],
-        settings: GenerationSettings = GenerationSettings(),
-    ) -> AsyncGenerator[LLMEvent, None]:
-        # aclosing: closing this stream early closes the relay at once (cancelling the turn), not at GC time.
-        async with contextlib.aclosing(self._run(TurnRequest(tuple(messages), tuple(tools), settings))) as events:
-            async for event in events:
-                yield event
-
-    async def _run(self, request: TurnRequest) -> AsyncGenerator[LLMEvent, None]:
-        started = self.clock()
-        relay = _Relay(asyncio.get_running_loop(), self.queue_size)
-        job = self.engine.submit(request, relay.emit, relay.cancel)
-        ttft: float | None = None
-        yielded = ended = False
-        try:
-            while True:
-                item = await relay.queue.get()
-                if isinstance(item, TurnEnd):
-                    ended = True
-                    yield Finished(item.finish_reason, ttft, self.clock() - started)
-                    return
-                if isinstance(item, LLMError):
-                    item.partial = yielded
-                    raise item
-                if isinstance(item, BaseException):
-                    raise LLMBadResponse(f"local model failed: {item!r}", partial=yielded) from item
-                if ttft is None and isinstance(item, TextDelta | ToolCall):
-                    ttft = self.clock() - started
-                yielded = True
-                yield item
-        finally:
-            # A turn that has ended emits nothing more: what the worker still does (keep the conversation's
-            # state, `_Turn.read_ahead`) is off the reply's path, which ends now (a one-sentence reply is only
-            # spoken at its end). A turn closed early is cancelled, and waited for.
-            if not ended:
-                relay.cancel.set()
-                if not job.cancel():  # not queued behind another turn any more: wait for it to stop
-                    relay.drain()
-                    await asyncio.wait([asyncio.wrap_future(job)])

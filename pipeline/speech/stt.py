@@ -7,10 +7,10 @@ thread or for tools); `transcribe_async()` hands the work to the model's thread 
 
 Decoding is tuned for short, endpointed telephone turns: greedy (beam 1), no conditioning on previous
 text, no Silero filter inside faster-whisper (our own VAD has already cut the turn), no timestamps, and a
-bound on the tokens a turn can need. A turn that fits `encoder_frames` (15 s by default) is encoded over that
-window instead of Whisper's 30 s, about twice as fast (`whisper_window`); longer ones take faster-whisper's
-full path. English uses tiny.en; any other language uses the multilingual base model (joined by
-`model_assets`).
+bound on the tokens a turn can need. A turn is encoded over the shortest of `encoder_windows` it fits (10 s,
+else 15 s, for tiny.en) instead of Whisper's 30 s (`whisper_window`): 15 s was about twice as fast as 30 s, and
+10 s takes another ~60 ms (a quarter) off a phone turn here; longer turns take faster-whisper's full path.
+English uses tiny.en; any other language uses the multilingual base model (joined by `model_assets`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before faster_whisper imports hu
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 SAMPLE_RATE = 16000
-ENCODER_FRAMES = 1500  # the short window (15 s of 10 ms frames); 3000 (Whisper's own) turns it off
+# The short windows per model, in 10 ms frames (3000, Whisper's own, turns them off); benchmarks/stt_window.py, 80
+# phone-band turns per voice. tiny.en over 10 s: word error rate 7.2 % vs 6.5 % over 15 s with Piper's voice (the
+# runs' noise is larger), 51.9 % vs 52.8 % with espeak-ng's; p50 197 vs 257 ms, p95 289 vs 340 ms; 1 and 2 turns
+# decoded again (7.5 s was worse: 9.2 %, 10 of 80 decoded again). base over 10 s cut 1 and 4 turns short where 15 s
+# cut none, so base keeps 15 s.
+ENCODER_WINDOWS: dict[WhisperName, tuple[int, ...]] = {"tiny.en": (1000, 1500), "base": (1500,)}
 
 
 def default_cpu_threads() -> int:
@@ -111,10 +116,12 @@ class WhisperSTT:
         hotwords: str | None = None,
         eager: bool = False,
         cpu_threads: int | None = None,
-        encoder_frames: int = ENCODER_FRAMES,
+        encoder_windows: tuple[int, ...] | None = None,
     ) -> None:
         self.name = name
-        self.encoder_frames = encoder_frames  # turns that fit are encoded over this window (whisper_window)
+        # a turn is encoded over the first of these it fits
+        self.encoder_windows = tuple(sorted(ENCODER_WINDOWS[name] if encoder_windows is None else encoder_windows))
+
         self.initial_prompt = initial_prompt  # domain words/spelling examples decoded as preceding context
         self.hotwords = hotwords  # boosted words (faster-whisper prefixes them when there is no prompt)
         threads = cpu_threads or default_cpu_threads()
@@ -148,11 +155,12 @@ class WhisperSTT:
     def _transcribe(self, model: Any, audio: NDArray[np.float32], language: str | None) -> Transcript:
         start = time.perf_counter()
         window = None
-        if fits(len(audio), self.encoder_frames):
+        frames = next((f for f in self.encoder_windows if fits(len(audio), f)), 0)
+        if frames:
             window = decode(
                 model,
                 audio,
-                self.encoder_frames,
+                frames,
                 language=language,
                 initial_prompt=self.initial_prompt,
                 hotwords=self.hotwords,
@@ -160,7 +168,7 @@ class WhisperSTT:
             if not window.no_speech and looks_cut_short(window.text, speech_seconds(audio)):
                 window = None  # the short window may have stopped early: decode again over the full one
         if window is not None:
-            text, detected, frames = window.text, window.language, self.encoder_frames
+            text, detected = window.text, window.language
         else:
             (text, detected), frames = self._transcribe_full(model, audio, language), 3000
         return Transcript(

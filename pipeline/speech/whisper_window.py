@@ -4,7 +4,7 @@ faster-whisper always pads the log-Mel features to 3000 frames (30 s), so the en
 two-word answer as for 30 s of speech: ~0.45-0.55 s of tiny.en on this project's 2-core reference machine,
 the biggest single part of a phone turn's voice-to-voice latency. CTranslate2's Whisper encoder accepts
 fewer frames (it uses the first positional embeddings), as whisper.cpp's `audio_ctx` does. With 1500 frames
-(15 s) a turn is transcribed in ~0.25 s instead.
+(15 s) a turn is transcribed in ~0.25 s instead (1000 frames, 10 s, is what tiny.en uses first now: stt.py).
 
 The trade-off was measured (benchmarks/stt_window.py, 80 phone-band turns per voice, tiny.en): with a
 natural voice (Piper) the word error rate was 6.3 % over 1500 frames and 7.2 % over 3000 (8.9 % in another
