@@ -9,6 +9,7 @@ multilingual model still detects the language from the short window.
 from __future__ import annotations
 
 import re
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from pipeline.speech import whisper_window
 from pipeline.speech.stt import WhisperSTT
 from pipeline.speech.whisper_window import (
     WindowResult,
+    decode,
     fits,
     looks_cut_short,
+    looks_looped,
     max_new_tokens,
     speech_seconds,
 )
@@ -31,6 +34,7 @@ from tests.peers.speech import speech_pcm
 
 QUESTION = "What time do you open on Saturday?"
 DATA_DIR = Path(".flowyte")
+DATA = Path(__file__).parent / "data"
 
 
 def words(text: str) -> set[str]:
@@ -102,9 +106,7 @@ def test_a_turn_that_fits_is_decoded_over_the_short_window(tiny: WhisperSTT, que
     assert result.encoder_frames == 1000 and result.language == "en"
 
 
-def test_a_turn_too_long_for_the_shortest_window_takes_the_next(
-    tiny: WhisperSTT, question: NDArray[np.int16]
-) -> None:
+def test_a_turn_too_long_for_the_shortest_window_takes_the_next(tiny: WhisperSTT, question: NDArray[np.int16]) -> None:
     result = tiny.transcribe(np.concatenate([question, np.zeros(16000 * 8, np.int16)]))
     assert {"time", "open", "saturday"} <= words(result.text), result
     assert result.encoder_frames == 1500
@@ -126,7 +128,8 @@ def test_the_short_and_full_windows_agree_on_the_question(question: NDArray[np.i
 def test_a_transcript_that_looks_cut_off_is_decoded_again(
     tiny: WhisperSTT, question: NDArray[np.int16], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The short-window decode is made to stop after two words, as it did on two long espeak turns."""
+    """The short-window decodes are made to stop after two words, as one did on two long espeak turns: both short
+    windows are tried, then the full one."""
     real_decode = whisper_window.decode
     seen: list[WindowResult] = []
 
@@ -138,9 +141,76 @@ def test_a_transcript_that_looks_cut_off_is_decoded_again(
 
     monkeypatch.setattr(stt_module, "decode", stops_early)
     result = tiny.transcribe(question)
-    assert len(seen) == 1 and len(seen[0].text.split()) == 2
+    assert len(seen) == 2 and all(len(cut.text.split()) == 2 for cut in seen)
     assert result.encoder_frames == 3000
     assert {"time", "open", "saturday"} <= words(result.text), result
+
+
+LOOP = "When I open on Saturday, " * 12  # what tiny.en over 10 s wrote for a knowledge question in calls
+
+
+@pytest.mark.parametrize(
+    ("text", "hit_bound", "looped"),
+    [
+        (LOOP.strip(), False, True),
+        ("B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B-B", False, True),
+        ("What time do you open on Saturday?", False, False),
+        ("Yes, yes, I'd like two pepperoni pizzas for pickup, my number is 555-0101.", False, False),
+        ("I'd like a large pizza, a large salad and a large soda delivered to 12 Main Street.", False, False),
+        ("What time do you open on", True, True),  # stopped by the bound: whatever it wrote, it was not done
+        ("When I open on Saturday, when I open on Saturday, when I open on Saturday, when", False, True),
+        ("Thank you, thank you, thank you.", False, True),  # real, but another decode costs little
+        ("No, no, I said two large pizzas, not two small pizzas.", False, False),
+        ("", False, False),
+    ],
+)
+def test_a_decode_that_repeats_itself_or_runs_to_its_bound_is_looped(text: str, hit_bound: bool, looped: bool) -> None:
+    assert looks_looped(text, hit_bound=hit_bound) is looped
+
+
+def test_a_decode_stopped_by_its_token_bound_says_so(
+    tiny: WhisperSTT, question: NDArray[np.int16], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audio = question.astype(np.float32) / 32768
+    model = tiny._model.get()
+    assert not decode(model, audio, 1000, language="en").looped
+    monkeypatch.setattr(whisper_window, "max_new_tokens", lambda _seconds: 2)
+    stopped = decode(model, audio, 1000, language="en")
+    assert stopped.looped and len(stopped.text.split()) <= 2, stopped
+
+
+def test_a_transcript_stuck_in_a_loop_is_decoded_again_over_the_next_window(
+    tiny: WhisperSTT, question: NDArray[np.int16], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 10 s decode is made to loop, as it did on one knowledge question in the voice benchmark's calls: the
+    15 s window decodes the turn again (not the 30 s one: 15 s was the default before 10 s)."""
+    real_decode = whisper_window.decode
+    windows: list[int] = []
+
+    def loops_over_ten_seconds(model: Any, audio: NDArray[np.float32], frames: int, **kwargs: Any) -> WindowResult:
+        windows.append(frames)
+        if frames == 1000:
+            return WindowResult(LOOP.strip(), "en", no_speech=False, looped=True)
+        return real_decode(model, audio, frames, **kwargs)
+
+    monkeypatch.setattr(stt_module, "decode", loops_over_ten_seconds)
+    result = tiny.transcribe(question)
+    assert windows == [1000, 1500] and result.encoder_frames == 1500
+    assert {"time", "open", "saturday"} <= words(result.text) and "when" not in words(result.text), result
+
+
+def test_the_turn_tiny_en_looped_on_over_ten_seconds_is_decoded_again_over_fifteen(tiny: WhisperSTT) -> None:
+    """A caller's turn from the voice benchmark's calls ("When are you open on Saturday?", espeak-ng through
+    the phone band and the call's VAD segment, as the STT got it): over 10 s tiny.en writes "When I open on
+    Saturday, when I open on Saturday, ..." until CTranslate2's bound stops it, without the bound being seen;
+    15 s transcribes it."""
+    with wave.open(str(DATA / "saturday_loop_turn.wav"), "rb") as turn:
+        pcm = np.frombuffer(turn.readframes(turn.getnframes()), np.int16)
+    looped = decode(tiny._model.get(), pcm.astype(np.float32) / 32768, 1000, language="en")
+    assert looped.looped and looped.text.lower().count("when i open on saturday") >= 3, looped
+    result = tiny.transcribe(pcm)
+    assert result.encoder_frames == 1500, result
+    assert {"open", "saturday"} <= words(result.text) and result.text.lower().count("saturday") == 1, result
 
 
 def test_silence_and_hum_transcribe_to_nothing_much(tiny: WhisperSTT) -> None:

@@ -9,7 +9,10 @@ Decoding is tuned for short, endpointed telephone turns: greedy (beam 1), no con
 text, no Silero filter inside faster-whisper (our own VAD has already cut the turn), no timestamps, and a
 bound on the tokens a turn can need. A turn is encoded over the shortest of `encoder_windows` it fits (10 s,
 else 15 s, for tiny.en) instead of Whisper's 30 s (`whisper_window`): 15 s was about twice as fast as 30 s, and
-10 s takes another ~60 ms (a quarter) off a phone turn here; longer turns take faster-whisper's full path.
+10 s takes another ~60 ms (a quarter) off a phone turn here; longer turns take faster-whisper's full path. A
+decode that looks cut short or stuck repeating itself (`WindowResult.looped`: tiny.en over 10 s wrote "When I open
+on Saturday, when I open on Saturday, ..." to the token bound for one question in calls) is done again over the
+next window.
 English uses tiny.en; any other language uses the multilingual base model (joined by `model_assets`).
 """
 
@@ -154,9 +157,8 @@ class WhisperSTT:
 
     def _transcribe(self, model: Any, audio: NDArray[np.float32], language: str | None) -> Transcript:
         start = time.perf_counter()
-        window = None
-        frames = next((f for f in self.encoder_windows if fits(len(audio), f)), 0)
-        if frames:
+        window, frames, speech_s = None, 0, speech_seconds(audio)
+        for frames in (f for f in self.encoder_windows if fits(len(audio), f)):
             window = decode(
                 model,
                 audio,
@@ -165,8 +167,9 @@ class WhisperSTT:
                 initial_prompt=self.initial_prompt,
                 hotwords=self.hotwords,
             )
-            if not window.no_speech and looks_cut_short(window.text, speech_seconds(audio)):
-                window = None  # the short window may have stopped early: decode again over the full one
+            if window.no_speech or not (window.looped or looks_cut_short(window.text, speech_s)):
+                break
+            window = None  # stopped early, or stuck repeating itself: decode again over the next window
         if window is not None:
             text, detected = window.text, window.language
         else:

@@ -28,6 +28,7 @@ said). Turns longer than the window (minus a margin) keep faster-whisper's full 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ FULL_FRAMES = 3000  # faster-whisper's (and Whisper's) 30 s window
 NO_SPEECH_THRESHOLD = 0.6  # faster-whisper's defaults for its no-speech rule
 LOG_PROB_THRESHOLD = -1.0
 MIN_WORDS_PER_S = 2.0  # below this rate over a turn's speech, the decode is taken to have stopped early
+LOOP_COMPRESSION_RATIO = 2.4
 SPEECH_FLOOR_DBFS = -50.0  # 20 ms windows quieter than this are not speech (as WhisperSTTService's floor)
 _WORD = re.compile(r"[\w']+")
 
@@ -50,6 +52,7 @@ class WindowResult:
     text: str
     language: str
     no_speech: bool  # the no-speech rule held: `text` is "" whatever the model wrote
+    looped: bool = False  # the decode ran to its token bound or repeats itself (`looks_looped`)
 
 
 def fits(samples: int, frames: int, margin_s: float = 0.5) -> bool:
@@ -77,10 +80,38 @@ def looks_cut_short(text: str, speech_s: float) -> bool:
     return speech_s >= 1.0 and len(_WORD.findall(text)) < MIN_WORDS_PER_S * speech_s
 
 
+def compression_ratio(text: str) -> float:
+    """How much zlib shrinks `text`: Whisper's own measure of a decode that repeats itself."""
+    raw = text.encode()
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def repeats_itself(text: str, times: int = 3) -> bool:
+    """Whether `text` says a phrase of two to six words `times` times over, back to back ("when I open on
+    Saturday, when I open on Saturday, when I open on Saturday")."""
+    words = [word.lower() for word in _WORD.findall(text)]
+    for n in range(2, 7):
+        for start in range(len(words) - n * times + 1):
+            phrase = words[start : start + n]
+            if all(words[start + k * n : start + (k + 1) * n] == phrase for k in range(1, times)):
+                return True
+    return False
+
+
+def looks_looped(text: str, *, hit_bound: bool) -> bool:
+    """Whether a decode is stuck in a loop: it ran to its token bound, it says one phrase three times over, or
+    its text compresses better than `LOOP_COMPRESSION_RATIO` (Whisper's and faster-whisper's threshold for a
+    repetitive decode over 30 s; a short sentence compresses to more than its own length). A real repetition
+    ("thank you, thank you, thank you") only costs one more decode over the next window."""
+    return hit_bound or repeats_itself(text) or compression_ratio(text) > LOOP_COMPRESSION_RATIO
+
+
 def max_new_tokens(audio_s: float) -> int:
     """A bound on the tokens a turn of `audio_s` can need: twice a fast talker (4 tokens a second) and
     room for a short one. Without it a greedy decode that falls into a loop ("B-B-B-...") runs to
-    Whisper's 448-token limit: ~2 s of tiny.en here, for a transcript that is garbage anyway."""
+    Whisper's 448-token limit: ~2 s of tiny.en here, for a transcript that is garbage anyway. (`decode`
+    passes it on in CTranslate2's `max_length`, which generates at most half of it: in effect a fast
+    talker's rate and 8 tokens more; the full path passes it to faster-whisper the same way.)"""
     return 16 + round(8 * audio_s)
 
 
@@ -124,4 +155,7 @@ def decode(
     avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper: length penalty 1
     no_speech = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
     text = "" if no_speech else str(tokenizer.decode(tokens)).strip()
-    return WindowResult(text=text, language=language, no_speech=no_speech)
+    # CTranslate2's Whisper generates at most half of `max_length` (seen: 10 -> 5 tokens, 39 -> 19, 46 -> 23)
+    hit_bound = len(tokens) >= min(limit - len(prompt), limit // 2)
+    looped = not no_speech and looks_looped(text, hit_bound=hit_bound)
+    return WindowResult(text=text, language=language, no_speech=no_speech, looped=looped)
