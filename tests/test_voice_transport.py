@@ -36,6 +36,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from pipeline.voice import Heard, LegTransport, PlaybackTracker, heard_prefix
+from pipeline.voice.clauses import FirstClauseAggregator
 from pipeline.voice.fakes import EchoLLM, ScriptedSTTService, ScriptedTTSService
 from pipeline.voice.leg import AudioLeg
 
@@ -417,3 +418,47 @@ async def test_a_user_turn_gets_a_spoken_answer() -> None:
     assert abs(1000 * leg.written_samples / RATE - expected_ms) <= 60
     messages = [m for m in context.get_messages() if isinstance(m, dict)]
     assert messages[0] == {"role": "user", "content": "what time does the clinic open"}
+
+
+async def test_a_reply_that_played_to_its_end_was_heard_whole_by_the_next_turn() -> None:
+    # Seen in the voice benchmark: the caller's next question came two seconds after the reply "I'm sorry,
+    # but I can't assist with that." had played to its end, and the history kept "I'm". The transport is
+    # handed each chunk's audio at the synthesizer's rate (Piper: 22,050 Hz); what reaches the leg at 8 kHz is
+    # a few ms shorter (the resampler keeps its filter's tail), so the first chunk never looked played out.
+    leg = FakeLeg()
+    transport = LegTransport(leg)
+    tts = ScriptedTTSService(sample_rate=22050, ms_per_char=25.0, ttfb_s=0.01)
+    tts._text_aggregator = FirstClauseAggregator()
+    interrupted: list[Heard] = []
+
+    async def _on_interrupted(_: object, heard: Heard) -> None:
+        interrupted.append(heard)
+
+    transport.output().add_event_handler("on_playback_interrupted", _on_interrupted)
+    reply = ["I'm", " sorry", ",", " but", " I", " can't", " assist", " with", " that", "."]
+    async with Call(leg, [tts], transport) as call:
+        await call.queue(LLMFullResponseStartFrame(), *(LLMTextFrame(t) for t in reply), LLMFullResponseEndFrame())
+        await leg.until(lambda: leg.played_ms >= 900 and leg.buffered_ms == 0, within=4)
+        ticks = leg.ticks
+        await leg.until(lambda: leg.ticks >= ticks + 10, within=2)  # 200 ms of silence after the reply
+        await call.queue(InterruptionFrame())  # the caller's next turn starts
+        await leg.until(lambda: leg.clears >= 1, within=1)
+    assert tts.spoken == ["I'm sorry,", "but I can't assist with that."]
+    assert len(interrupted) == 1
+    assert interrupted[0].complete, interrupted[0]
+    assert interrupted[0].text == "I'm sorry, but I can't assist with that."
+
+
+def test_chunks_lie_end_to_end_on_the_audio_by_their_lengths_not_by_when_their_text_came() -> None:
+    # The resampler held the first chunk's last 130 ms until the second chunk's text had been marked.
+    tracker = PlaybackTracker()
+    tracker.add_text("I'm sorry,", key=1)
+    tracker.expect(1, 250.0)
+    tracker.add_audio(0, 120)
+    tracker.add_text("but I can't assist with that.", key=2)
+    tracker.expect(2, 725.0)
+    tracker.add_audio(120, 860)  # 130 ms of the first chunk, then the second's 725 (+5 ms of padding)
+    assert tracker.heard(980) == Heard(*(["I'm sorry, but I can't assist with that."] * 2), 980, 980)
+    assert tracker.heard(200).text == "I'm"  # 200 of the first chunk's 250 ms
+    assert tracker.heard(250).text == "I'm sorry,"
+    assert tracker.heard(250 + 725 // 2).text == "I'm sorry, but I can't"

@@ -3,11 +3,20 @@
 The output transport writes each TTS chunk's audio into the leg's FIFO buffer and tells the tracker two
 things, in playback order: `add_text(text)` when a chunk of text starts being spoken, then
 `add_audio(position_ms, duration_ms)` for every piece of that chunk's audio, where `position_ms` is the
-leg's playback position at which that piece will start playing (`played_ms + buffered_ms` when written:
+leg's playback position at which that piece will start playing (`played_ms` + `buffered_ms` when written:
 the buffer is FIFO, so that is where the new audio lands). On barge-in the transport reads the leg's
 `played_ms` and asks `heard(played_ms)`: every chunk whose audio has fully played was heard; in the chunk
 that was playing, the heard fraction of its audio maps to the same fraction of its characters, cut back
 to the last whole word. Pure logic: no clock, no asyncio, no pipecat.
+
+Which chunk a written piece of audio belongs to is known by counting, not by when the text marks arrive.
+The marks come in order, but not in step with the audio: pipecat's media sender resamples the synthesizer's
+audio (Piper: 22,050 Hz) to the leg's rate, and its resampler keeps the last few ms of a chunk until more
+audio pushes them out, after the next chunk's mark (or flushes them at the end of the reply). So each
+chunk's length is the audio the transport was handed for it (`expect`), and the chunks lie end to end on
+the utterance's written audio. Attributed by the marks instead, the first chunk of "I'm sorry, but I can't
+assist with that." was 2.5 ms short of played out after the whole reply had played, and the caller's next
+turn cut the history back to "I'm".
 """
 
 from __future__ import annotations
@@ -112,23 +121,26 @@ class PlaybackTracker:
         ends = [end for chunk in self._chunks for _, end in chunk.audio] + [end for _, end in self._pending_audio]
         return max(ends, default=0.0)
 
+    def _length_ms(self, chunk: _Chunk) -> float:
+        """How long the chunk's audio is: as handed to the transport, else (no `expect`) as written."""
+        expected = self._expected.get(chunk.key, 0.0) if chunk.key is not None else 0.0
+        return expected if expected > 0 else chunk.written_ms
+
     def heard(self, played_ms: float) -> Heard:
         """What had been heard once the leg had played up to `played_ms`."""
+        heard_ms = sum(chunk.played_ms(played_ms) for chunk in self._chunks)
+        lengths = [self._length_ms(chunk) for chunk in self._chunks]
         parts: list[str] = []
-        heard_ms = total_ms = 0.0
-        cut = False
-        for chunk in self._chunks:
-            expected = self._expected.get(chunk.key, 0.0) if chunk.key is not None else 0.0
-            chunk_total, chunk_played = max(chunk.written_ms, expected), chunk.played_ms(played_ms)
-            total_ms += chunk_total
-            heard_ms += chunk_played
-            if cut:
-                continue
-            if chunk_total > 0 and chunk_played >= chunk_total:
+        start = 0.0  # where the chunk's audio begins in the utterance's audio
+        for chunk, length in zip(self._chunks, lengths, strict=True):
+            if length > 0 and heard_ms >= start + length:
                 parts.append(chunk.text)
+                start += length
                 continue
-            cut = True  # the chunk that was playing (or had no audio yet): the rest was not heard
-            prefix = heard_prefix(chunk.text, chunk_played / chunk_total) if chunk_total > 0 else ""
+            # The chunk that was playing (or had no audio yet): the rest was not heard.
+            prefix = heard_prefix(chunk.text, (heard_ms - start) / length) if length > 0 else ""
             if prefix:
                 parts.append(prefix)
+            break
+        total_ms = max(sum(lengths), sum(chunk.written_ms for chunk in self._chunks))
         return Heard(" ".join(parts), self.full_text, round(heard_ms), round(total_ms))
