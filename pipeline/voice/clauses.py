@@ -10,11 +10,13 @@ short.
 
 A clause ends at `,` `;` or `:` right after a letter ("Yes,": at once, not when the model's next token brings
 the space), or followed by a space (so "1,000" and "10:30" are never split). A long
-opening with no such mark ("You can pick up your order at the counter when it is ready.") is cut before a
-joining word (`BREAK_WORDS`: "to", "when", "and" ...) once it has `MIN_OPENING_WORDS` words: otherwise the
-caller waits for every token of a long first sentence (seen: ~1 s more from the first token to the first
-audio than for a reply that opens with a clause). The cut falls where a speaker may pause anyway; Piper
-gives the first part a phrase-final fall, the price of the earlier audio. Likewise an opening is cut before
+opening with no such mark ("We open on Saturday at 10:00 AM.") is cut before a joining word (`BREAK_WORDS`:
+"at", "when", "and" ...) once `MIN_OPENING_WORDS` (3) words precede it: otherwise the caller waits for every
+token of the first sentence (seen: "We open on Saturday at 10:00 AM." reached the caller ~0.9 s after its
+first token, a reply that opens with "Yes," ~0.13 s). The cut falls where a speaker may pause anyway; Piper
+gives the first part a phrase-final fall, the price of the earlier audio. "to", "that", "which" and "who"
+bind to the words before them ("You do not have to be ...", "the pizza that ..."): before those the opening
+needs `MIN_BOUND_OPENING_WORDS` (6), as before a pause would sound wrong sooner. Likewise an opening is cut before
 a long number (`LONG_NUMBER_DIGITS` digits and more: a phone or order number) once `MIN_NUMBER_OPENING_WORDS`
 words precede it: "Your phone number is 555-201-7788." is read digit by digit, and the model writes it a
 token per digit, so the caller would wait for every digit twice (seen: first audio ~1.2 s after the first
@@ -31,7 +33,9 @@ from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
 CLAUSE_ENDINGS = frozenset(",;:")
 SENTENCE_ENDINGS = frozenset(".!?")
-MIN_OPENING_WORDS = 6  # words before a joining word before a long opening is cut there
+MIN_OPENING_WORDS = 3  # words before a joining word before an opening is cut there
+MIN_BOUND_OPENING_WORDS = 6  # the same before a word bound to what precedes it
+BOUND_WORDS = frozenset({"to", "that", "which", "who"})
 LONG_NUMBER_DIGITS = 5  # not a time (10:30), a year (1982) or a price ($18.99): those are short to say
 MIN_NUMBER_OPENING_WORDS = 2
 NUMBER_MARKS = frozenset("+()-./#$")  # what a written number may hold besides digits ("+1 (415) 555-0100")
@@ -43,12 +47,14 @@ BREAK_WORDS = frozenset(
 
 def long_opening_cut(text: str) -> tuple[str, str] | None:
     """(`head`, `word`) when `text` has just completed a joining `word` after `MIN_OPENING_WORDS` words of an
-    opening with no sentence mark yet; None otherwise."""
+    opening with no sentence mark yet (`MIN_BOUND_OPENING_WORDS` before a bound word); None otherwise."""
     words = text.split()
-    if len(words) <= MIN_OPENING_WORDS or text[-1:].isspace():
+    if not words or text[-1:].isspace():
         return None
     word = words[-1]
     if word.lower() not in BREAK_WORDS:
+        return None
+    if len(words) - 1 < (MIN_BOUND_OPENING_WORDS if word.lower() in BOUND_WORDS else MIN_OPENING_WORDS):
         return None
     head = text[: len(text) - len(word)].rstrip()
     if any(c in SENTENCE_ENDINGS for c in head) or not any(c.isalnum() for c in head):
