@@ -71,6 +71,13 @@ class LazyLLM:
         if isinstance(provider, StatefulLLM):
             await provider.warm_up(messages, tools)
 
+    async def prepare(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], settings: GenerationSettings
+    ) -> None:
+        provider = self._provider  # never built for this: a turn that may not come is no reason to load a model
+        if isinstance(provider, StatefulLLM):
+            await provider.prepare(messages, tools, settings)
+
     async def release(self, prompt_cache_key: str) -> None:
         provider = self._provider
         if isinstance(provider, StatefulLLM):

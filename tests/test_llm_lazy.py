@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from control_api.llm import LazyLLM
 from pipeline.llm.provider import StatefulLLM
 from pipeline.llm.scripted import ScriptedLLM
-from pipeline.llm.types import ChatMessage, ToolSpec
+from pipeline.llm.types import ChatMessage, GenerationSettings, ToolSpec
 from tests.test_brain_support import agent, brain, deps, turn
 
 
@@ -20,9 +20,15 @@ class StatefulScriptedLLM(ScriptedLLM):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.warmed: list[tuple[tuple[ChatMessage, ...], tuple[str, ...]]] = []
         self.released: list[str] = []
+        self.prepared: list[tuple[ChatMessage, ...]] = []
 
     async def warm_up(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> None:
         self.warmed.append((tuple(messages), tuple(tool.name for tool in tools)))
+
+    async def prepare(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], settings: GenerationSettings
+    ) -> None:
+        self.prepared.append(tuple(messages))
 
     async def release(self, prompt_cache_key: str) -> None:
         self.released.append(prompt_cache_key)
@@ -43,8 +49,10 @@ async def test_a_call_warms_and_releases_the_stateful_model_behind_the_lazy_wrap
     ((messages, tools),) = built[0].warmed
     assert [m.role for m in messages] == ["system"] and messages[0].content == b.system_prompt()
     assert "end_conversation" in tools
+    await b.prepare("Are you open?")  # the caller paused with these words: the turn's prompt, ahead
     events = await turn(b, "Are you open?")
     assert any(event.type == "agent_message" for event in events)
+    assert built[0].prepared == [built[0].calls[0].messages]
     await b.release()
     assert built[0].released == ["cnv_1"]
 
@@ -58,7 +66,8 @@ async def test_release_before_any_use_builds_nothing_and_a_stateless_model_is_le
 
     lazy = LazyLLM(build)
     await lazy.release("cnv_never")
-    assert built == []
+    await lazy.prepare([ChatMessage("system", "You are helpful."), ChatMessage("user", "Hi")], [], GenerationSettings())
+    assert built == []  # a turn that may come is no reason to load a model
     await lazy.warm_up([ChatMessage("system", "You are helpful.")], [])
     assert len(built) == 1  # built (cheap for a remote endpoint), nothing else to do
     await lazy.release("cnv_1")

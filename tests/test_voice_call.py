@@ -5,6 +5,7 @@ as turns, barge-in trimming history to what was heard, hang-up after a goodbye, 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
-from pipeline.llm.scripted import ScriptedLLM
-from pipeline.llm.types import ChatMessage, ToolCall, ToolSpec
+from pipeline.llm.scripted import ScriptedCall, ScriptedLLM
+from pipeline.llm.types import ChatMessage, GenerationSettings, ToolCall, ToolSpec
 from pipeline.speech.turn import TurnDetector
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
 from pipeline.voice.turn_analyzer import TranscriptAwareTurnStop
@@ -437,12 +438,14 @@ async def smart_turn_call(
     pause_s: float,
     ttft_s: float = 0.0,
     stt: ScriptedSTTService | None = None,
+    llm: ScriptedLLM | None = None,
     **settings: Any,
 ) -> tuple[Any, VoiceCall]:
     """A call with Smart Turn whose caller says each of `speech` with `pause_s` between (`transcripts` heard by
-    `stt`, by default in 0.05 s); the answers ("Sure.", `ttft_s` after the turn ends)."""
+    `stt`, by default in 0.05 s); the answers (by default "Sure.", `ttft_s` after the turn ends)."""
     leg = FakeLeg()
-    agent_brain = brain(agent(greeting=None), deps(scripted("Sure.", "Sure.", ttft_s=ttft_s)), channel="voice")
+    llm = llm or scripted("Sure.", "Sure.", ttft_s=ttft_s)
+    agent_brain = brain(agent(greeting=None), deps(llm), channel="voice")
     tts = ScriptedTTSService(ms_per_char=5.0)
     stt = stt or ScriptedSTTService(transcripts, delay_s=0.05)
     call = VoiceCall(
@@ -664,9 +667,15 @@ class StatefulScript(ScriptedLLM):
     def __init__(self, *turns: str) -> None:
         super().__init__(list(turns), ttft_s=0.0)
         self.told: list[tuple[str, str]] = []
+        self.prepared: list[tuple[ScriptedCall, float]] = []  # and when (monotonic)
 
     async def warm_up(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> None:
         self.told.append(("warm_up", messages[0].content))
+
+    async def prepare(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], settings: GenerationSettings
+    ) -> None:
+        self.prepared.append((ScriptedCall(tuple(messages), tuple(tools), settings), time.monotonic()))
 
     async def release(self, prompt_cache_key: str) -> None:
         self.told.append(("release", prompt_cache_key))
@@ -688,3 +697,28 @@ async def test_the_model_warms_up_while_the_greeting_plays_and_forgets_the_call_
     leg.end("remote hangup")
     await task
     assert llm.told[-1] == ("release", "cnv_1")
+
+
+async def test_the_turn_is_prepared_in_the_model_while_the_pause_lasts() -> None:
+    """The caller's words are transcribed before the pause is long enough to end the turn: the model is asked
+    to evaluate the prompt of the turn they would start (`StatefulLLM.prepare`), with the very messages, tools
+    and settings the turn then asks with, before the turn ends."""
+    llm = StatefulScript("Sure.")
+    unfinished = TurnDetector(threshold=1.01)  # the turn ends at the silence ceiling, long after its transcript
+    pizza = [_speech_8k("I would like a large pizza")]
+    result, _ = await smart_turn_call(unfinished, pizza, ["i would like a large pizza"], 0.0, llm=llm)
+    (turn,) = result.turns
+    ((prepared, at),) = llm.prepared
+    assert prepared == llm.calls[0]
+    assert prepared.messages[-1] == ChatMessage("user", "i would like a large pizza")
+    assert turn.speech_end_at is not None and turn.speech_end_at < at < turn.started
+
+
+async def test_a_turn_that_ends_with_its_transcript_is_not_prepared_too() -> None:
+    """Smart Turn had the turn finished when its transcript came: the turn starts at once, nothing to prepare."""
+    llm = StatefulScript("We open at nine.")
+    question = [_speech_8k("What time do you open on Saturday?")]
+    slow = ScriptedSTTService(["what time do you open on saturday?"], delay_s=0.6)  # in after the pause's end
+    result, _ = await smart_turn_call(TurnDetector(), question, [], 0.0, stt=slow, llm=llm)
+    assert len(result.turns) == 1 and len(llm.calls) == 1
+    assert llm.prepared == []

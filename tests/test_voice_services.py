@@ -181,9 +181,12 @@ async def buffered(stt: WhisperSTTService, samples: int) -> None:
 
 async def test_a_pause_that_lasts_is_transcribed_from_its_start(whisper: WhisperSTT) -> None:
     """`speculate()` (the VAD: ~64 ms of quiet) starts Whisper on the speech so far; the VAD's stop 200 ms
-    later brings the same speech and only silence after it, so that transcript is the segment's."""
+    later brings the same speech and only silence after it, so that transcript is the segment's. Its words are
+    reported as soon as Whisper has them (`on_speculated`: the call prepares the turn in the model)."""
     stt = WhisperSTTService(whisper, "en")
+    reported: list[tuple[str, int]] = []
     seen = Collector()
+    stt.on_speculated = lambda text: reported.append((text, len(seen.of(TranscriptionFrame))))
     speech = pad(speech_pcm(QUESTION, RATE), 0.1, 0.06, RATE)
     *said, stop = segment(speech)
     quiet = segment(np.zeros(RATE // 5, np.int16))[1:-1]  # the rest of the pause: 200 ms
@@ -197,12 +200,15 @@ async def test_a_pause_that_lasts_is_transcribed_from_its_start(whisper: Whisper
     assert "saturday" in words(transcript.text)
     [timing] = stt.timings
     assert timing.speculated and stt.speculations == 1
+    assert reported == [(transcript.text, 0)]  # the same words, before the transcript
 
 
 async def test_speech_after_the_speculation_is_transcribed_with_it(whisper: WhisperSTT) -> None:
     """The caller only drew breath: the speculated transcript of "Hello," is dropped, and the segment, with
     the words after the breath, is transcribed whole."""
     stt = WhisperSTTService(whisper, "en")
+    reported: list[str] = []
+    stt.on_speculated = reported.append
     seen = Collector()
     hello, question = speech_pcm("Hello,", RATE), speech_pcm("who makes your bread?", RATE)
     breath = np.zeros(RATE // 10, np.int16)
@@ -217,6 +223,9 @@ async def test_speech_after_the_speculation_is_transcribed_with_it(whisper: Whis
     [transcript] = seen.of(TranscriptionFrame)
     assert {"hello", "bread"} <= words(transcript.text), transcript.text
     assert stt.speculations == 1 and not stt.timings[0].speculated
+    # Done while the caller was still talking, the speculation's words may have been reported (a turn prepared
+    # in vain); what it never reports is the segment's.
+    assert all("bread" not in words(text) for text in reported), reported
 
 
 async def test_no_speculation_without_speech() -> None:

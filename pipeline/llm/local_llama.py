@@ -109,6 +109,7 @@ class EngineStats:
     generated_tokens: int = 0
     state_loads: int = 0
     batched_routes: int = 0  # routing-table queries evaluated in one batch with the chat prompt
+    prepared: int = 0  # turns whose prompt was evaluated ahead (`_Turn.prepare`)
     cuts: int = 0  # saved states loaded with their oldest messages cut out (`LlamaEngine.cut_out`)
     cut_tokens: int = 0  # tokens those cuts removed
 
@@ -119,6 +120,7 @@ class TurnRequest:
     tools: tuple[ToolSpec, ...]
     settings: GenerationSettings
     warm_only: bool = False  # compute and keep the frozen prefixes (chat and routing table), reply nothing
+    prepare_only: bool = False  # evaluate this turn's prompt ahead and keep it (`_Turn.prepare`), reply nothing
 
 
 @dataclass(frozen=True)
@@ -254,12 +256,17 @@ class LlamaEngine:
         return hit is not None and hit[0] >= len(tokens)
 
     def save_state(self, llm: Llama, owner: str | None = None) -> None:
+        """Keep the chat sequence's KV state, as the tokens the model holds."""
         if llm.n_tokens == 0:
             return
-        size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+        self.save_sequence(llm, as_tokens(llm.input_ids[: llm.n_tokens]), 0, owner)
+
+    def save_sequence(self, llm: Llama, tokens: Tokens, seq: int, owner: str | None) -> None:
+        """Keep sequence `seq`'s KV state, which holds `tokens`."""
+        size = llama_cpp.llama_state_seq_get_size(llm.ctx, seq)
         buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, 0)
-        self._cache.put(as_tokens(llm.input_ids[: llm.n_tokens]), ctypes.string_at(buffer, written), owner)
+        written = llama_cpp.llama_state_seq_get_data(llm.ctx, buffer, size, seq)
+        self._cache.put(tokens, ctypes.string_at(buffer, written), owner)
 
     def prefill(self, llm: Llama, tokens: Tokens, cancel: threading.Event) -> int:
         """Make the model hold `tokens` evaluated, reusing what it or the cache has; returns tokens reused."""
@@ -376,6 +383,10 @@ class _Turn:
             raise LLMRequestError('tool_choice "required" needs a caller message to route')
         prefix, prompt = self.prompt_tokens(reserve=len(self.router_prefix()) + ROUTER_QUERY_ROOM if routing else 0)
         self.remember(prefix)
+        if request.prepare_only:
+            self.prepare(caller[-1].content if routing else None, prompt)
+            self.emit(TurnEnd("stop"))
+            return
         if routing:
             choice = self.route_beside(caller[-1].content, settings.tool_choice == "auto", prompt)
         else:
@@ -399,6 +410,54 @@ class _Turn:
         if not self.engine.covers(prefix):
             self.engine.prefill(self.llm, prefix, self.cancel)
             self.engine.save_state(self.llm)
+
+    def prepare(self, utterance: str | None, prompt: Tokens) -> None:
+        """Evaluate all but the last token of the chat `prompt` and, when the turn will route, of the routing
+        table's query for `utterance`, in one batch as `route_beside` does, and keep them: the turn that comes
+        with these messages then evaluates one token of each (its logits are what it needs) instead of the
+        whole batch.
+
+        A call asks for this when the caller pauses with their words transcribed, ~0.1 s before the pause is
+        long enough to end the turn (`TranscriptAwareTurnStop`); evaluating a voice turn's ~25 new tokens costs
+        ~0.2 s here, so most of it is done by the time the turn ends. The chat state stays in the model (and
+        is kept by `run_turn` as the conversation's); the routing query's goes into the cache beside it. When
+        the caller goes on instead, the next turn's prompt shares everything up to these words."""
+        engine, llm = self.engine, self.llm
+        engine.stats.prepared += 1
+        chat = prompt[:-1]
+        keep = engine.restore(llm, chat)
+        if utterance is None:
+            engine.evaluate(llm, chat, len(chat), self.cancel)
+            return
+        router = self.router_prefix()
+        self.remember(router)
+        query = _concat(router, self.engine.tokenize(llm, ct.router_query(utterance)))[:-1]
+        hit = engine.cache_hit(query)
+        chunk = engine.config.prefill_chunk
+        if hit is None or hit[0] < len(router) or len(query) - hit[0] > chunk:  # too long for one batch
+            engine.evaluate(llm, chat, len(chat), self.cancel)
+            return
+        tail = max(keep, len(chat) - chunk)
+        engine.evaluate(llm, chat, tail, self.cancel)
+        length, saved = hit
+        if not engine.load_state(llm, saved, seq=ROUTER_SEQ):
+            raise LLMError("the routing table's saved state does not fit the model's context")
+        memory = llama_cpp.llama_get_memory(llm.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, length, -1)
+        llama_cpp.llama_memory_seq_rm(memory, 0, tail, -1)
+        try:
+            engine.cores.yield_to_urgent()
+            if self.cancel.is_set():
+                raise Stopped
+            parts = [(ROUTER_SEQ, length, query[length:]), (0, tail, chat[tail:])]
+            decode_batch(llm, [part for part in parts if len(part[2])])
+            engine.stats.prompt_tokens_evaluated += len(query) - length + len(chat) - tail
+            engine.stats.batched_routes += 1
+            llm.input_ids[tail : len(chat)] = chat[tail:]
+            llm.n_tokens, llm._requires_eval = len(chat), True  # the chat's last logits were not kept
+            engine.save_sequence(llm, query, ROUTER_SEQ, self.request.settings.prompt_cache_key)
+        finally:
+            llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, -1, -1)
 
     def route_beside(self, utterance: str, allow_none: bool, prompt: Tokens) -> str:
         """Step 1, continuing the routing table for `utterance` under a grammar of the declared names, with the

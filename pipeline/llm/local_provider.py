@@ -89,6 +89,15 @@ class LocalLlamaProvider:
             async for _ in events:
                 pass
 
+    async def prepare(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], settings: GenerationSettings
+    ) -> None:
+        """Evaluate the prompt of a turn that may come with these messages, ahead (`StatefulLLM`,
+        `local_llama._Turn.prepare`); returns once it is done. A failure here only means the turn evaluates
+        its prompt itself, so it is not raised."""
+        request = TurnRequest(tuple(messages), tuple(tools), settings, prepare_only=True)
+        await asyncio.wrap_future(self.engine.submit(request, lambda _: None, threading.Event()))
+
     async def settled(self) -> None:
         """Until the engine has done everything handed to it so far (a finished turn's state kept, its
         read-ahead): a stream returns at its turn's end, before that."""

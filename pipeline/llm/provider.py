@@ -33,9 +33,15 @@ class LLMProvider(Protocol):
 class StatefulLLM(Protocol):
     """A provider that keeps model state between calls (the local engine), and so can be told about it:
     `warm_up` computes the state of a system prompt and tools before the first turn needs it (while a call's
-    greeting plays); `release` drops what was kept for one conversation (`prompt_cache_key`) once it is over.
+    greeting plays); `prepare` computes the prompt of a turn that may come (the caller has paused, their words
+    are transcribed, the turn is not over yet), so that the turn, if it comes with these very messages, does
+    not; `release` drops what was kept for one conversation (`prompt_cache_key`) once it is over.
     """
 
     async def warm_up(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> None: ...
+
+    async def prepare(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], settings: GenerationSettings
+    ) -> None: ...
 
     async def release(self, prompt_cache_key: str) -> None: ...

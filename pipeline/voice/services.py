@@ -18,7 +18,10 @@ the turn waits for. So when the caller has been quiet for ~64 ms (`speculate()`,
 `on_early_silence`), what they said so far is transcribed at once, as the segment would be if the pause
 lasted. When the segment comes and holds exactly that speech and nothing but quiet after it, that transcript
 is used (often already done); when the caller went on talking, it is dropped (one wasted transcription on the
-shared Whisper thread, done before the real segment is normally due).
+shared Whisper thread, done before the real segment is normally due). A speculation's words, when they are worth
+a turn, are reported at once (`on_speculated`, on the event loop): the segment's transcript will say the same
+if the pause lasts, but only once the VAD calls it, ~0.1-0.2 s later, and the call has the model evaluate the
+turn's prompt meanwhile (`AgentBrain.prepare`).
 
 `PiperTTSService` is a `TTSService` with pipecat 1.14's HTTP-style contract (as pipecat's own Piper
 service): `push_start_frame=True` (the base opens the audio context and queues `TTSStartedFrame` before
@@ -164,6 +167,7 @@ class _Speculation:
     audio: bytes
     level_dbfs: float
     task: asyncio.Future[Transcript]
+    dropped: bool = False  # its segment held more speech: the caller went on
 
 
 class InOrderSTTService(SegmentedSTTService):
@@ -235,6 +239,7 @@ class WhisperSTTService(InOrderSTTService):
         self._silence_dbfs = silence_dbfs
         self._quiet_dbfs = quiet_dbfs
         self._speculation: _Speculation | None = None
+        self.on_speculated: Callable[[str], None] | None = None  # a speculation's words worth a turn
         self.speculations = 0  # started, in all
         self.timings: list[SegmentTiming] = []
 
@@ -269,16 +274,32 @@ class WhisperSTTService(InOrderSTTService):
         self.speculations += 1
         task = asyncio.ensure_future(self._stt.transcribe_async(pcm, self._language))
         task.add_done_callback(_consume_exception)  # a dropped speculation's failure is not an error
-        self._speculation = _Speculation(audio, level, task)
+        speculation = self._speculation = _Speculation(audio, level, task)
+        task.add_done_callback(lambda _: self._report(speculation))
+
+    def _report(self, speculation: _Speculation) -> None:
+        """A speculation is done: its words go to `on_speculated` if the caller is still quiet."""
+        task = speculation.task
+        if self.on_speculated is None or task.cancelled() or task.exception() is not None:
+            return
+        if speculation.dropped or self._speculation not in (speculation, None):
+            return  # the caller went on talking, or a later speculation is under way
+        text = task.result().text.strip()
+        if self.keeps(text, speculation.level_dbfs):
+            self.on_speculated(text)
 
     def _speculated(self, audio: bytes) -> _Speculation | None:
         """The speculation that transcribed this segment's speech: the segment is the speculated audio plus
         only quiet (the rest of the pause, and the trailing pad), 20 dB and more under the speech."""
         speculation, self._speculation = self._speculation, None
-        if speculation is None or not audio.startswith(speculation.audio) or speculation.task.cancelled():
+        if speculation is None:
+            return None
+        if not audio.startswith(speculation.audio) or speculation.task.cancelled():
+            speculation.dropped = True
             return None
         after = segment_pcm(audio[len(speculation.audio) :], self.sample_rate)
         quiet = speech_level_dbfs(after) < max(self._silence_dbfs, speculation.level_dbfs - 20.0)
+        speculation.dropped = not quiet
         return speculation if quiet else None
 
     def keeps(self, text: str, level_dbfs: float) -> bool:

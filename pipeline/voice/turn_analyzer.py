@@ -25,6 +25,10 @@ the pause to have lasted. A new onset within it (`early_speech()`, from `EarlySp
 the speech, before the VAD's verdict) holds the end until the VAD confirms speech (pipecat then drops the
 end) or `RESUMED_HOLD_S` passes without it (a click, a cough).
 
+Each final transcript is also reported (`on_transcript`, on the event loop) as soon as it is in: the call has
+the model evaluate the prompt of the turn these words would start (`AgentBrain.prepare`) while the pause is
+not yet long enough to end it, ~0.1 s of the model's ~0.2 s for a voice turn's new tokens.
+
 pipecat's strategy also ends a turn on a transcript that is not final once the STT's p99 latency has passed
 since the VAD's stop (a safety net for a streaming STT that never finalizes). Ours marks a transcript not
 final only when more of the caller's speech is queued behind it, and the Whisper thread is slow on a busy
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -88,9 +93,11 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
         turn_analyzer: BaseTurnAnalyzer,
         min_pause_s: float = MIN_PAUSE_S,
         question_pause_s: float = QUESTION_PAUSE_S,
+        on_transcript: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(turn_analyzer=turn_analyzer, **kwargs)
+        self.on_transcript = on_transcript
         self.min_pause_s = min_pause_s
         self.question_pause_s = question_pause_s
         self._speech_end: float | None = None  # the caller's last word, while they are quiet
@@ -126,6 +133,8 @@ class TranscriptAwareTurnStop(TurnAnalyzerUserTurnStopStrategy):
     async def _handle_transcription(self, frame: TranscriptionFrame) -> None:
         self._transcribing = not frame.finalized
         await super()._handle_transcription(frame)  # type: ignore[no-untyped-call]
+        if frame.finalized and self.on_transcript is not None:
+            self.on_transcript()
         asked = frame.text.rstrip().endswith("?")
         if asked and frame.finalized and self._vad_stopped and not self._vad_user_speaking and not self._turn_complete:
             self._turn_complete = True  # over Smart Turn's "unfinished": the pause must be the longer one

@@ -253,6 +253,23 @@ class AgentBrain:
         if isinstance(llm, StatefulLLM):
             await llm.warm_up([ChatMessage("system", self.system_prompt())], self.tools.specs)
 
+    async def prepare(self, user_text: str) -> None:
+        """The caller has paused after `user_text` and the turn may end there: have a model that keeps state
+        evaluate the prompt that turn's first model call would have (`StatefulLLM.prepare`), so that the turn
+        starts on its last token. Nothing in the brain changes. A turn that comes with other words (the caller
+        went on) finds the part they share in the model; one whose prompt is not known before it starts (its
+        knowledge is searched first, its topic is blocked) is not prepared."""
+        llm = self.deps.llm
+        if self._busy or self._ended or not self._knowledge_loaded or not isinstance(llm, StatefulLLM):
+            return
+        if self.deps.knowledge is not None and self.agent.knowledge and self._whole_knowledge is None:
+            return  # the turn's passages go into its prompt: known only once it has searched
+        if not user_text.strip() or guardrails.blocked_topic(self.agent, user_text) is not None:
+            return
+        turn = _Turn(user_text, self._phrases)
+        messages = [ChatMessage("system", self.system_prompt()), *self._prefix(turn)]
+        await llm.prepare(messages, self._offered(turn), self._step_settings(0))
+
     async def release(self) -> None:
         """The conversation is over (the call hung up): a model that kept state for it may drop it."""
         llm = self.deps.llm
@@ -318,13 +335,9 @@ class AgentBrain:
         prompt = ChatMessage("system", self.system_prompt(now))
         effect: Effect | None = None
         for step in range(max(1, self.deps.max_steps)):
-            last = step == max(1, self.deps.max_steps) - 1
-            settings = replace(
-                self.deps.generation, tool_choice="none" if last else "auto", prompt_cache_key=self.conversation_id
-            )
             calls: list[ToolCall] = []
             async with contextlib.aclosing(
-                self._stream(turn, [prompt, *self._prefix(turn)], settings, calls)
+                self._stream(turn, [prompt, *self._prefix(turn)], self._step_settings(step), calls)
             ) as streamed:
                 async for event in streamed:
                     yield event
@@ -352,6 +365,13 @@ class AgentBrain:
             async with contextlib.aclosing(self._retrieve(turn, for_prompt=False)) as retrieved:
                 async for event in retrieved:
                     yield event
+
+    def _step_settings(self, step: int) -> GenerationSettings:
+        """A turn's model call number `step`: the last one must answer in words."""
+        last = step == max(1, self.deps.max_steps) - 1
+        return replace(
+            self.deps.generation, tool_choice="none" if last else "auto", prompt_cache_key=self.conversation_id
+        )
 
     def _prefix(self, turn: _Turn) -> list[ChatMessage]:
         """Everything after the agent's own system prompt, for this step."""

@@ -235,6 +235,8 @@ class VoiceCall(TurnListener):
         self._answering: TurnRecord | None = None  # the turn whose first audio is awaited
         self._first_audio = asyncio.Event()
         self._recording: list[asyncio.Task[None]] = []
+        self._preparing: list[asyncio.Task[None]] = []  # `_prepare_in_model` tasks, kept referenced until done
+        self._prepared = ""  # the words the model was last asked to prepare a turn for (this turn's)
         self.backchannels = BackchannelFilter()
         self.turn_start = BackchannelAwareTurnStart(
             hold=self.transport.output().hold,
@@ -249,6 +251,8 @@ class VoiceCall(TurnListener):
             # Whisper starts on the speech so far ~64 ms into a pause instead of at the VAD's 200 ms stop
             on_early_silence=stt.speculate if isinstance(stt, WhisperSTTService) else None,
         )
+        if isinstance(stt, WhisperSTTService):
+            stt.on_speculated = self._speculated
         context = LLMContext()
         self._aggregators = LLMContextAggregatorPair(
             context,
@@ -297,8 +301,41 @@ class VoiceCall(TurnListener):
         analyzer = SharedSmartTurn(detector, max_silence_s=self.settings.max_silence_s)
         settings = self.settings
         return TranscriptAwareTurnStop(
-            turn_analyzer=analyzer, min_pause_s=settings.min_pause_s, question_pause_s=settings.question_pause_s
-        )
+            turn_analyzer=analyzer, min_pause_s=settings.min_pause_s, question_pause_s=settings.question_pause_s,
+            on_transcript=self._transcribed,
+        )  # fmt: skip
+
+    # --- the turn's prompt, evaluated while the pause lasts (`AgentBrain.prepare`) ----------------------------
+    def _speculated(self, text: str) -> None:
+        """Whisper has the caller's words ~64 ms into a pause, before the VAD calls it (`WhisperSTTService`'s
+        speculation): the turn they would end with them is prepared now, ~0.1-0.2 s before the transcript."""
+        so_far = self._aggregators.user().aggregation_string()  # earlier segments of this turn, if any
+        self._prepare(f"{so_far} {text}".strip())
+
+    def _transcribed(self) -> None:
+        """A final transcript is in (as the user aggregator takes it): the turn so far, unless it has ended with
+        it or was prepared with these words already, is prepared while the pause lasts."""
+        asyncio.get_running_loop().call_soon(self._prepare_aggregation)
+
+    def _prepare_aggregation(self) -> None:
+        # Read once the aggregator is done with the frame: a turn that ended on it has nothing left here.
+        self._prepare(self._aggregators.user().aggregation_string().strip())
+
+    def _prepare(self, text: str) -> None:
+        if not text or text == self._prepared:
+            return
+        self._prepared = text
+        self._preparing.append(asyncio.create_task(self._prepare_in_model(text), name="prepare-turn"))
+
+    async def _prepare_in_model(self, text: str) -> None:
+        try:
+            await self.brain.prepare(text)
+        except Exception:  # the turn evaluates its prompt itself
+            log.exception("preparing the turn in the model failed")
+        finally:
+            task = asyncio.current_task()
+            if task in self._preparing:
+                self._preparing.remove(task)
 
     def _early_speech(self) -> None:
         """The VAD's first sign of speech: hold the agent's audio, and a turn end still waiting on the pause."""
@@ -342,6 +379,7 @@ class VoiceCall(TurnListener):
 
     # --- TurnListener (from the brain processor) -----------------------------------------------
     async def turn_started(self, turn: TurnRecord) -> None:
+        self._prepared = ""  # the next turn has new history before the caller's words
         self._user_active.set()
         turn.speech_end_at = self._last_speech_end
         self._answering = turn
@@ -438,6 +476,10 @@ class VoiceCall(TurnListener):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(FIRST_AUDIO_WAIT_S + 5):
                         await asyncio.gather(*self._recording, return_exceptions=True)
+            if self._preparing:  # a state they kept after the release would outlive the call
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await asyncio.gather(*self._preparing, return_exceptions=True)
             try:  # the model's state for this conversation is of no more use
                 await self.brain.release()
             except Exception:
