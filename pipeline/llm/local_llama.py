@@ -417,45 +417,65 @@ class _Turn:
         with these messages then evaluates one token of each (its logits are what it needs) instead of the
         whole batch.
 
-        A call asks for this when the caller pauses with their words transcribed, ~0.1 s before the pause is
-        long enough to end the turn (`TranscriptAwareTurnStop`); evaluating a voice turn's ~25 new tokens costs
-        ~0.2 s here, so most of it is done by the time the turn ends. The chat state stays in the model (and
+        A call asks for this when Whisper has the caller's words ~64 ms into a pause (its speculation), ~0.13 s
+        before the pause is long enough to end the turn; evaluating a voice turn's ~25 new tokens costs ~0.2 s
+        here, so much of it is done by the time the turn ends. The chat state stays in the model (and
         is kept by `run_turn` as the conversation's); the routing query's goes into the cache beside it. When
         the caller goes on instead, the next turn's prompt shares everything up to these words."""
         engine, llm = self.engine, self.llm
         engine.stats.prepared += 1
         chat = prompt[:-1]
-        keep = engine.restore(llm, chat)
-        if utterance is None:
+        query = self.router_query(utterance)[:-1] if utterance is not None else None
+        hit = self.batchable(query) if query is not None else None
+        if query is None or hit is None or hit[0] >= len(query):  # no query to keep, or it is kept already
+            engine.restore(llm, chat)
             engine.evaluate(llm, chat, len(chat), self.cancel)
             return
+        with self.beside(query, chat, hit):
+            llm._requires_eval = True  # the chat's last logits were not kept: its last token is not evaluated
+            engine.save_sequence(llm, query, ROUTER_SEQ, self.request.settings.prompt_cache_key)
+
+    def router_query(self, utterance: str) -> Tokens:
+        """The routing table with the caller's `utterance` as its query (the routing table's state kept)."""
         router = self.router_prefix()
         self.remember(router)
-        query = _concat(router, self.engine.tokenize(llm, ct.router_query(utterance)))[:-1]
+        return _concat(router, self.engine.tokenize(self.llm, ct.router_query(utterance)))
+
+    def batchable(self, query: Tokens) -> tuple[int, SavedState] | None:
+        """The saved state the routing `query` is evaluated from beside the chat prompt (`beside`), when what is
+        left of it fits one batch; None: the two are evaluated one after the other."""
+        engine = self.engine
         hit = engine.cache_hit(query)
-        chunk = engine.config.prefill_chunk
-        if hit is None or hit[0] < len(router) or len(query) - hit[0] > chunk:  # too long for one batch
-            engine.evaluate(llm, chat, len(chat), self.cancel)
-            return
-        tail = max(keep, len(chat) - chunk)
-        engine.evaluate(llm, chat, tail, self.cancel)
+        if not engine.batch_routing or hit is None or hit[0] < len(self.router_prefix()):
+            return None
+        return hit if len(query) - hit[0] <= engine.config.prefill_chunk else None
+
+    @contextlib.contextmanager
+    def beside(self, query: Tokens, prompt: Tokens, hit: tuple[int, SavedState]) -> Iterator[tuple[int, list[int]]]:
+        """The routing `query` (sequence `ROUTER_SEQ`, from the saved state `hit`) and the chat `prompt`'s last
+        tokens (sequence 0), evaluated in one batch; yields how many of the prompt's tokens were kept from
+        before, and the batch index of each one's last token (their logits are kept). The router sequence is
+        emptied at the end."""
+        engine, llm = self.engine, self.llm
+        keep = engine.restore(llm, prompt)
+        tail = max(keep, len(prompt) - engine.config.prefill_chunk)  # the prompt's last tokens go into the batch
+        engine.evaluate(llm, prompt, tail, self.cancel)
         length, saved = hit
         if not engine.load_state(llm, saved, seq=ROUTER_SEQ):
             raise LLMError("the routing table's saved state does not fit the model's context")
         memory = llama_cpp.llama_get_memory(llm.ctx)
-        llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, length, -1)
+        llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, length, -1)  # each sequence holds just its prefix
         llama_cpp.llama_memory_seq_rm(memory, 0, tail, -1)
         try:
             engine.cores.yield_to_urgent()
             if self.cancel.is_set():
                 raise Stopped
-            parts = [(ROUTER_SEQ, length, query[length:]), (0, tail, chat[tail:])]
-            decode_batch(llm, [part for part in parts if len(part[2])])
-            engine.stats.prompt_tokens_evaluated += len(query) - length + len(chat) - tail
+            at = decode_batch(llm, [(ROUTER_SEQ, length, query[length:]), (0, tail, prompt[tail:])])
+            engine.stats.prompt_tokens_evaluated += len(query) - length + len(prompt) - tail
             engine.stats.batched_routes += 1
-            llm.input_ids[tail : len(chat)] = chat[tail:]
-            llm.n_tokens, llm._requires_eval = len(chat), True  # the chat's last logits were not kept
-            engine.save_sequence(llm, query, ROUTER_SEQ, self.request.settings.prompt_cache_key)
+            llm.input_ids[tail : len(prompt)] = prompt[tail:]
+            llm.n_tokens = len(prompt)
+            yield keep, at
         finally:
             llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, -1, -1)
 
@@ -471,39 +491,20 @@ class _Turn:
         tools = self.request.tools
         label = ct.reply_label(tools)
         options = ct.decision_options(tools, allow_none, none_label=label)
-        router = self.router_prefix()
-        self.remember(router)
-        query = _concat(router, self.engine.tokenize(self.llm, ct.router_query(utterance)))
-        engine, llm, chunk = self.engine, self.llm, self.engine.config.prefill_chunk
+        query = self.router_query(utterance)
         grammar = ct.router_grammar(options)
-        hit = engine.cache_hit(query)
-        batchable = engine.batch_routing and hit is not None and hit[0] >= len(router) and len(query) - hit[0] <= chunk
-        if not batchable or hit is None:  # one after the other
+        hit = self.batchable(query)
+        if hit is None:  # one after the other
             self.count_prompt(query)
             choice = self.decide(self.constrained_after(query, grammar, limit=32), options, label)
             self.count_prompt(prompt)
             return choice
-        keep = engine.restore(llm, prompt)
-        tail = max(keep, len(prompt) - chunk)  # the chat prompt's last tokens go into the batch
-        engine.evaluate(llm, prompt, tail, self.cancel)
-        length, saved = hit
-        self.prompted += len(prompt) + len(query)
-        self.cached += keep + length
-        if not engine.load_state(llm, saved, seq=ROUTER_SEQ):
-            raise LLMError("the routing table's saved state does not fit the model's context")
-        engine.stats.prompt_tokens_cached += length
-        memory = llama_cpp.llama_get_memory(llm.ctx)
-        llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, length, -1)  # each sequence holds just its prefix
-        llama_cpp.llama_memory_seq_rm(memory, 0, tail, -1)
-        try:
-            engine.cores.yield_to_urgent()
-            if self.cancel.is_set():
-                raise Stopped
-            at = decode_batch(llm, [(ROUTER_SEQ, length, query[length:]), (0, tail, prompt[tail:])])
-            engine.stats.prompt_tokens_evaluated += len(query) - length + len(prompt) - tail
-            engine.stats.batched_routes += 1
-            llm.input_ids[tail : len(prompt)] = prompt[tail:]
-            llm.n_tokens, llm._requires_eval = len(prompt), False  # the batch's last logits are the chat's
+        llm = self.llm
+        with self.beside(query, prompt, hit) as (keep, at):
+            self.prompted += len(prompt) + len(query)
+            self.cached += keep + hit[0]
+            self.engine.stats.prompt_tokens_cached += hit[0]
+            llm._requires_eval = False  # the batch's last logits are the chat's
             logits = logits_at(llm, at[0])
             position = len(query)
 
@@ -515,8 +516,6 @@ class _Turn:
                 return logits_at(llm, 0)
 
             return self.decide(self.constrained_from(logits, next_logits, grammar, 32), options, label)
-        finally:
-            llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, -1, -1)
 
     def decide(self, tokens: Iterator[int], options: Sequence[str], label: str) -> str:
         """The routing table's choice, as soon as the tokens written pin it down."""
