@@ -20,7 +20,9 @@ are answered together, as one turn, and the cut-off turn leaves nothing in the b
 ran a tool stands as it is (its effects did happen), unless its only tools were a transfer or an end: the call
 carries those out after the announcement, so a continued turn's never happen (the brain's state goes back to
 before it, and the whole request is answered afresh; `VoiceCall` waits for the caller's next turn before it
-carries out the effect of a turn they cut off).
+carries out the effect of a turn they cut off). pipecat queues system frames ahead of data frames, so the next
+turn's interruption can reach the brain before the turn it cut off: such a turn is cut off at birth, never
+answered on its own (its words go with the next turn's), as if the interruption had come just after it.
 When no word of the reply has come after `filler_after_s` (a slow tool, a cold model), a short filler
 ("One moment.") is spoken so the caller is not left in silence.
 """
@@ -90,10 +92,13 @@ class TurnListener(Protocol):
 
 
 def last_user_text(messages: Sequence[Any]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content", "")
-            return content if isinstance(content, str) else " ".join(str(p.get("text", "")) for p in content)
+    """The words of the caller's turn that ends with `messages`: the last message, when it is the caller's.
+    pipecat's aggregator ends a turn that had no words (speech that cut the agent off, with no transcript) with
+    a "developer" message asking for a reply; the caller's message before it was answered already."""
+    message = messages[-1] if messages else None
+    if isinstance(message, dict) and message.get("role") == "user":
+        content = message.get("content", "")
+        return content if isinstance(content, str) else " ".join(str(p.get("text", "")) for p in content)
     return ""
 
 
@@ -118,17 +123,50 @@ class BrainProcessor(FrameProcessor):
         self._current: TurnRecord | None = None
         self._last: TurnRecord | None = None  # the turn answered (or cut off) before the current one
         self.continued = 0  # turns answered together with the cut-off turn before them
+        # Turns (LLMContextFrames) in the order they arrived and were taken, and the last one an interruption
+        # came after: pipecat queues system frames ahead of data frames, so a turn's interruption can reach
+        # `process_frame` before the turn it cut off (see `queue_frame`).
+        self._queued = self._taken = self._cut_through = 0
+        self._words: dict[int, str] = {}  # the caller's words of each turn queued, by id(LLMContextFrame)
+
+    async def queue_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM, callback: Any = None
+    ) -> None:
+        if isinstance(frame, LLMContextFrame):
+            self._queued += 1
+            frame.interruptible = False  # an interruption must not drop the caller's words: they are answered
+            # Read now: the aggregator goes on adding to the same context, and the frame may wait in the queue.
+            self._words[id(frame)] = last_user_text(frame.context.get_messages()).strip()
+        elif isinstance(frame, InterruptionFrame) and direction == FrameDirection.DOWNSTREAM:
+            self._cut_through = self._queued  # every turn that arrived before it was cut off by the caller
+        await super().queue_frame(frame, direction, callback)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
             return  # nothing after the brain uses the caller's audio: 50 frames a second less through four hops
         if isinstance(frame, LLMContextFrame):
-            text = last_user_text(frame.context.get_messages()).strip()
-            if text:
-                await self._stop_turn()
-                text = self._continuing(text)
-                self._task = self.create_task(self._answer(text), name="brain-turn")
+            self._taken += 1
+            await self._stop_turn()
+            cut_at_birth = self._taken <= self._cut_through
+            text = self._continuing(self._words.pop(id(frame), "")).strip()
+            if not text:
+                # Speech without words cut the agent off (pipecat's aggregator asks for a reply to such a turn):
+                # the caller is asked to say it again, unless they are talking already.
+                if not cut_at_birth:
+                    await self.push_frame(TTSSpeakFrame(FALLBACK))
+                return
+            self.turns += 1
+            turn = TurnRecord(self.turns, text, time.monotonic(), history_at=len(self.brain.history),
+                              state_before=self.brain.state)  # fmt: skip
+            self._last = turn
+            if cut_at_birth:
+                # The caller's next turn began before this one reached the brain (its interruption overtook
+                # it): they are still talking, and these words are answered with theirs.
+                turn.interrupted = True
+                return
+            self._current = turn
+            self._task = self.create_task(self._answer(turn), name="brain-turn")
             return
         if isinstance(frame, VADUserStartedSpeakingFrame) and self._last is not None and self._last.resumed_at is None:
             self._last.resumed_at = time.monotonic()
@@ -147,14 +185,17 @@ class BrainProcessor(FrameProcessor):
         elif interrupted and self._last is not None and _cut_short(self._last, at=time.monotonic()):
             self._last.interrupted = True  # written out, but cut before (or just as) its audio went out
         if task is not None and not task.done():
-            await self.cancel_task(task)
+            await self.cancel_task(task)  # (one cancelled before it ran never clears `_current` itself)
+        self._current = None
 
     def _continuing(self, text: str) -> str:
         """`text`, after the words of the turn before it when that turn was cut short (see the module's
         docstring); that turn's messages then leave the brain's history."""
         cut = self._last
-        if cut is None or not cut.interrupted or not _cut_short(cut) or not cut.added:
+        if cut is None or not cut.interrupted or not _cut_short(cut):
             return text
+        if not cut.added:  # cut off before the brain took it: nothing to undo
+            return self._continued(cut, text)
         if cut.added[0].role != "user" or any(m.role == "user" for m in cut.added[1:]):
             return text
         calls = [call for message in cut.added[1:] for call in message.tool_calls]
@@ -167,15 +208,16 @@ class BrainProcessor(FrameProcessor):
         self.brain.load_history(history[: cut.history_at])
         if calls:
             self.brain.load_state(cut.state_before)  # a transfer's skill run, an end's "ended": not done after all
+        return self._continued(cut, text)
+
+    def _continued(self, cut: TurnRecord, text: str) -> str:
         cut.continued = True
         self.continued += 1
         return f"{cut.user_text} {text}"
 
-    async def _answer(self, text: str) -> None:
-        self.turns += 1
-        before = len(self.brain.history)
-        turn = TurnRecord(self.turns, text, time.monotonic(), history_at=before, state_before=self.brain.state)
-        self._current = self._last = turn
+    async def _answer(self, turn: TurnRecord) -> None:
+        text = turn.user_text
+        before = turn.history_at = len(self.brain.history)  # (a barge-in may have taken a reply out since)
         await self.listener.turn_started(turn)
         filler = self.create_task(self._filler(), name="brain-filler") if self.filler_after_s else None
         replying = False  # the reply's LLMFullResponseStartFrame went out
@@ -234,7 +276,8 @@ class BrainProcessor(FrameProcessor):
             if filler is not None and not filler.done():
                 await self.cancel_task(filler)
             turn.added = list(self.brain.history[before:])
-            self._current = None
+            if self._current is turn:
+                self._current = None
             if replying and not closed:
                 await self.push_frame(LLMFullResponseEndFrame())
             await self.listener.turn_finished(turn)
