@@ -14,6 +14,8 @@ import pytest
 from pipeline.llm.types import ToolCall
 from runtime.agent_config import CompiledAgent
 from runtime.brain import AgentBrain
+from runtime.brain.brain import FALLBACK
+from runtime.brain.prompt import echoes
 from tests.test_brain_support import (
     OPEN_HOURS,
     REASON_SCHEMA,
@@ -240,6 +242,31 @@ async def test_a_reply_with_a_blocked_phrase_is_replaced_and_never_streamed() ->
     assert message(events) == "Let me check our current offers."
     assert b.history[-1].content == "Let me check our current offers."
     assert llm.cancelled == 1  # generation stopped at the phrase
+
+
+async def test_a_reply_reading_out_an_instruction_is_never_streamed_and_becomes_the_fallback() -> None:
+    """Heard on a call: the 0.5B model answered a question with a rule of its prompt, tool name and all."""
+    llm = scripted(["When the customer ", "says goodbye or has nothing else, ", "call end_conversation."],
+                   chunk_interval_s=0.0)  # fmt: skip
+    b = brain(agent(), deps(llm))
+    events = await turn(b, "How much is the cake?")
+    assert of_type(events, "guardrail") == []  # the model's slip, not the operator's rule
+    assert [e.data["text"] for e in of_type(events, "agent_delta")] == [FALLBACK]
+    assert message(events) == FALLBACK and b.history[-1].content == FALLBACK
+
+
+async def test_a_reply_naming_a_tool_stops_before_the_name() -> None:
+    llm = scripted(["Sure, I will ", "use transfer_to", "_human now."], chunk_interval_s=0.0)
+    b = brain(agent(), deps(llm))
+    events = await turn(b, "Can I talk to someone?")
+    streamed = "".join(e.data["text"] for e in of_type(events, "agent_delta"))
+    assert streamed == "Sure, I will use " and message(events) == FALLBACK
+    assert llm.cancelled == 1
+    # A skill named as one word is a word a reply may say; underscores make a name.
+    skills = [skill("sk_w", "Weather", "http_webhook", {"url": "https://x.example/w"}),
+              skill("sk_o", "Order status", "http_webhook", {"url": "https://x.example/o"})]  # fmt: skip
+    named = echoes(brain(agent(skills=skills), deps(scripted())).tools)
+    assert {"transfer_to_human", "order_status"} <= set(named) and "weather" not in named
 
 
 # --- business hours and rate limits ---------------------------------------------------------------

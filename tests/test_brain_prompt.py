@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from pipeline.llm.types import ChatMessage
 from runtime.agent_config import CompiledAgent
-from runtime.brain.prompt import system_prompt
+from runtime.brain.prompt import INSTRUCTION_OPENINGS, system_prompt
 from runtime.brain.tools import build_toolset
 from tests.test_brain_support import (
     GEO_SCHEMA,
@@ -83,6 +83,21 @@ def test_prompt_explains_verification_and_blocked_topics() -> None:
     text = prompt(a)
     assert "ask for their date of birth and postcode, then call verify_identity" in text
     assert "Do not discuss these topics: politics, medical advice." in text
+
+
+def test_every_instruction_opening_a_reply_may_not_say_is_in_a_prompt() -> None:
+    """`INSTRUCTION_OPENINGS` follows the prompt's wording: each opens a line of some agent's prompt."""
+    a = agent(
+        skills=[skill("sk_verify", "Verify", "http_webhook", {"url": "https://x.example/v"})],
+        callerVerification=[method()],
+        guardrails=[policy("content_rule", {"blockedTopics": ["politics"]})],
+    )
+    text = prompt(a, channel="voice") + "\n" + system_prompt(
+        a, build_toolset(a, knowledge=False), channel="voice", open_now=True, weekday=None, knowledge=["Pies."]
+    )
+    lines = [line for line in text.splitlines() if line.strip()]
+    for opening in INSTRUCTION_OPENINGS:
+        assert any(line.startswith(opening) for line in lines), opening
 
 
 def test_voice_prompt_asks_for_spoken_style() -> None:

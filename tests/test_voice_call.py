@@ -290,13 +290,14 @@ async def test_the_reply_is_spoken_before_the_search_the_brain_does_after_it_beg
 
 
 @pytest.mark.parametrize(
-    "written_out",
+    ("written_out", "held_here"),
     [
-        '[{"name": "end_conversation", "arguments": {"reason": "done"}}]',
-        'end_conversation{"reason": "The customer is done."}',  # streamed a word at a time: held from "end_"
+        ('[{"name": "end_conversation", "arguments": {"reason": "done"}}]', ['[{"name":']),
+        ('end_conversation{"reason": "The customer is done."}', []),  # a word at a time: the brain holds "end_"
     ],
 )
-async def test_a_tool_call_written_out_as_text_is_never_spoken(written_out: str) -> None:
+async def test_a_tool_call_written_out_as_text_is_never_spoken(written_out: str, held_here: list[str]) -> None:
+    """The brain stops a reply at a tool's name (`prompt.echoes`); what came before it, JSON, is held back here."""
     leg = FakeLeg()
     llm = scripted(written_out)
     agent_brain = brain(agent(greeting=None), deps(llm), channel="voice")
@@ -306,26 +307,34 @@ async def test_a_tool_call_written_out_as_text_is_never_spoken(written_out: str)
     task = asyncio.create_task(run_call(call))
     # Words enough for the VAD: a lone "Bye." sits at its threshold and was missed in one run of four.
     leg.feed(np.concatenate((silence(0.3), _speech_8k("Okay, that is all, goodbye."), silence(1.0))))
-    await leg.until(lambda: bool(call.brain_processor.unspoken), within=10)
+    await leg.until(lambda: FALLBACK in " ".join(tts.spoken), within=10)
     leg.end("remote hangup")
     await task
-    assert call.brain_processor.unspoken == [written_out]
+    assert call.brain_processor.unspoken == held_here
     assert not any("name" in spoken or "reason" in spoken for spoken in tts.spoken), tts.spoken
     # Not silence: the caller is asked again, and the model's history holds that, not markup to copy.
     assert FALLBACK in " ".join(tts.spoken), tts.spoken
     assert [m.content for m in agent_brain.history if m.role == "assistant"] == [FALLBACK]
 
 
-async def test_a_call_written_out_as_text_is_answered_with_the_fallback_before_the_model_has_finished_it() -> None:
+@pytest.mark.parametrize(
+    "written_out",
+    [
+        'end_conversation{"reason": "The customer is done with the call."}',  # a tool's name: the brain stops it
+        'lookup_menu{"reason": "The customer wants to know the menu."}',  # no tool's: its bracket, here
+    ],
+)
+async def test_a_call_written_out_as_text_is_answered_with_the_fallback_before_the_model_has_finished_it(
+    written_out: str,
+) -> None:
     """Its name and bracket make it certain: the caller is asked again at once, not after ~0.6 s more of tokens."""
     leg = FakeLeg()
-    written_out = 'end_conversation{"reason": "The customer is done with the call."}'
     llm = scripted(written_out, chunk_interval_s=0.25)  # the rest takes ~2 s to write
     agent_brain = brain(agent(greeting=None), deps(llm), channel="voice")
     call, turn, tts = await one_turn(leg, agent_brain, "Okay, that is all, goodbye.", pause_s=1.0)
     assert turn.first_audio_at is not None and turn.first_token_at is not None
     assert turn.first_audio_at - turn.first_token_at < 1.0, "spoken while the markup was still being written"
-    assert call.brain_processor.unspoken == [written_out]
+    assert call.brain_processor.unspoken == ([] if written_out.startswith("end_") else [written_out])
     assert FALLBACK in " ".join(tts.spoken) and not any("reason" in spoken for spoken in tts.spoken), tts.spoken
     assert [m.content for m in agent_brain.history if m.role == "assistant"] == [FALLBACK]
 

@@ -14,6 +14,9 @@ It knows nothing of HTTP routes or SIP: the chat channel and the voice pipeline 
 
 `agent_message.text` is authoritative. The deltas of a turn add up to it, except when the reply was
 replaced afterwards: a blocked phrase (the deltas stop before the phrase), or a model failure mid-reply.
+The model's own slips are stopped the same way, without a guardrail event: a reply that reads out its
+instructions or names a tool (`prompt.echoes`) becomes FALLBACK, one that reads out a knowledge passage's
+heading becomes the passage's sentences.
 
 One turn is at most `deps.max_steps` model calls; the last is made with tool_choice "none" so it must
 answer in words. A transfer or end_call closes the turn with its announcement or goodbye. Failures of the
@@ -54,7 +57,7 @@ from runtime.agent_config import WEEKDAYS, CompiledAgent
 from runtime.brain import guardrails, retrieval
 from runtime.brain.deps import BrainDeps
 from runtime.brain.dispatch import DEFAULT_GOODBYE, Effect, ToolRunner, TurnContext
-from runtime.brain.prompt import system_prompt
+from runtime.brain.prompt import echoes, system_prompt
 from runtime.brain.tools import KNOWLEDGE_TOOL, build_toolset, usable_methods
 from runtime.brain.verification import Verification
 from runtime.events import ConversationEvent
@@ -169,6 +172,8 @@ class AgentBrain:
         ids = {"agentId": agent.agent_id, "conversationId": conversation_id, "callerId": caller_id}
         self._runner = ToolRunner(agent, deps, self.tools, self._verification, ids=ids)
         self._phrases = guardrails.blocked_phrases(agent)
+        # The model's own slips, after the operator's phrases: its instructions or a tool's name read out.
+        self._slips = [(echo, FALLBACK) for echo in echoes(self.tools)]
         self._history: list[ChatMessage] = []
         # Knowledge passages the model was given, by the index in `_history` of the user message they came
         # before (with that message, to tell whether it is still there after `load_history`); see `_heard`.
@@ -266,7 +271,7 @@ class AgentBrain:
             return  # the turn's passages go into its prompt: known only once it has searched
         if not user_text.strip() or guardrails.blocked_topic(self.agent, user_text) is not None:
             return
-        turn = _Turn(user_text, self._phrases)
+        turn = _Turn(user_text, [*self._phrases, *self._slips])
         messages = [ChatMessage("system", self.system_prompt()), *self._prefix(turn)]
         await llm.prepare(messages, self._offered(turn), self._step_settings(0))
 
@@ -284,7 +289,7 @@ class AgentBrain:
             yield ev.error("a reply is already being generated", 0.0, code="busy")
             return
         self._busy = True
-        turn = _Turn(user_text, self._phrases)
+        turn = _Turn(user_text, [*self._phrases, *self._slips])
         try:
             yield ev.user_utterance(user_text, 0.0)
             async with contextlib.aclosing(self._turn(turn)) as events:
@@ -447,7 +452,7 @@ class AgentBrain:
 
     def _close(self, turn: _Turn, effect: Effect | None) -> list[ConversationEvent]:
         hit = turn.guard.hit or guardrails.phrase_in(turn.shown, self._phrases)
-        if hit is not None and hit[0] == retrieval.HEADING_ECHO:
+        if hit is not None and (hit[0] == retrieval.HEADING_ECHO or hit in self._slips):
             return self._finish(turn, hit[1])  # the model's own slip, not the operator's rule: no guardrail event
         if hit is not None:
             blocked = ev.guardrail("content_rule", "deny", "the reply contained a blocked phrase", turn.ms(),
@@ -498,7 +503,7 @@ class AgentBrain:
             turn.context = retrieval.context_message(found.passages, focused=voice)
             sentences = " ".join(c.focus for c in found.passages if c.focus.strip())
             if voice and sentences:  # a reply reading the passages out, heading first, says just the sentences
-                turn.guard = guardrails.PhraseGuard([*self._phrases, (retrieval.HEADING_ECHO, sentences)])
+                turn.guard = guardrails.PhraseGuard([*self._phrases, *self._slips, (retrieval.HEADING_ECHO, sentences)])
         if self.deps.gaps is not None and retrieval.is_gap(found, turn.user_text):
             try:
                 await self.deps.gaps.record_gap(
