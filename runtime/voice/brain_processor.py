@@ -23,6 +23,9 @@ before it, and the whole request is answered afresh; `VoiceCall` waits for the c
 carries out the effect of a turn they cut off). pipecat queues system frames ahead of data frames, so the next
 turn's interruption can reach the brain before the turn it cut off: such a turn is cut off at birth, never
 answered on its own (its words go with the next turn's), as if the interruption had come just after it.
+Speech with no words that cut the agent off (pipecat's aggregator ends such a turn with a request for a reply)
+is answered with FALLBACK ("could you say that again?"), or, when it cut off a turn before its reply was heard,
+with that turn's words; never with the caller's last words again.
 When no word of the reply has come after `filler_after_s` (a slow tool, a cold model), a short filler
 ("One moment.") is spoken so the caller is not left in silence.
 """
