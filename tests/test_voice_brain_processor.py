@@ -10,6 +10,7 @@ from pipecat.frames.frames import Frame, InterruptionFrame, LLMContextFrame, TTS
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from pipeline.llm.scripted import ScriptedLLM
 from pipeline.llm.types import ToolCall
 from runtime.brain.brain import FALLBACK
 from runtime.voice.brain_processor import BrainProcessor, TurnRecord
@@ -66,6 +67,25 @@ class Turns(Listener):
                 await self._finished.wait()
 
 
+def voice_brain(llm: ScriptedLLM) -> tuple[BrainProcessor, Turns, LLMContext]:
+    """A brain processor for a call's agent (no greeting), what it answers, and the user aggregator's context."""
+    listener = Turns()
+    processor = BrainProcessor(brain(agent(greeting=None), deps(llm), channel="voice"), listener)
+    return processor, listener, LLMContext()
+
+
+def played_out(turn: TurnRecord) -> None:
+    """What the call records of a turn whose reply the caller heard: their pause, then its first audio."""
+    turn.speech_end_at, turn.first_audio_at = time.monotonic() - 3.0, time.monotonic() - 2.0
+
+
+async def cut_off(processor: BrainProcessor, context: LLMContext, words: str) -> None:
+    """A turn and the interruption of the caller's next, queued back to back before the processor's input task
+    runs: the interruption (a system frame) is taken first."""
+    await processor.queue_frame(user_turn(context, words))
+    await processor.queue_frame(InterruptionFrame())
+
+
 async def test_a_turn_whose_interruption_overtook_it_is_answered_with_the_next_one() -> None:
     """Seen in CI under load: the turn ended at the comma of "Can I talk to a person, please?", and 7 ms later
     the transcript of "please?" started the next turn, whose interruption (a system frame, queued ahead of data
@@ -73,13 +93,9 @@ async def test_a_turn_whose_interruption_overtook_it_is_answered_with_the_next_o
     the second was answered on its own, and both asked for the transfer: two handoffs were recorded. The
     caller was still talking: their words make one turn, and one handoff."""
     llm = scripted(TRANSFER, TRANSFER)
-    listener = Turns()
-    processor = BrainProcessor(brain(agent(greeting=None), deps(llm), channel="voice"), listener)
-    context = LLMContext()
+    processor, listener, context = voice_brain(llm)
     async with Run([processor]):
-        # Queued back to back, before the processor's input task runs: the interruption is taken first.
-        await processor.queue_frame(user_turn(context, "Can I talk to a person,"))
-        await processor.queue_frame(InterruptionFrame())
+        await cut_off(processor, context, "Can I talk to a person,")
         await asyncio.sleep(0.2)
         assert listener.finished == [], "not answered on its own: the caller is still talking"
         await processor.queue_frame(user_turn(context, "please?"))
@@ -95,14 +111,11 @@ async def test_an_interruption_after_a_turn_began_leaves_the_turns_before_it_alo
     """The usual order: the turn is taken and its reply heard, then the caller's next turn interrupts. That
     turn is its own (not cut at birth, not continuing the one before)."""
     llm = scripted("We open at nine.", "Yes, we deliver.")
-    listener = Turns()
-    processor = BrainProcessor(brain(agent(greeting=None), deps(llm), channel="voice"), listener)
-    context = LLMContext()
+    processor, listener, context = voice_brain(llm)
     async with Run([processor]):
         await processor.queue_frame(user_turn(context, "When do you open?"))
         await listener.until(1)
-        heard = listener.finished[0]  # what the call records of a reply that played out
-        heard.speech_end_at, heard.first_audio_at = time.monotonic() - 3.0, time.monotonic() - 2.0
+        played_out(listener.finished[0])
         await processor.queue_frame(InterruptionFrame())
         await processor.queue_frame(user_turn(context, "Do you deliver?"))
         await listener.until(2)
@@ -115,15 +128,12 @@ async def test_a_turn_without_words_is_not_answered_with_the_words_of_the_turn_b
     "developer" message (have the caller repeat) and pushes its context. The caller's last words in it were
     answered already (the brain was asked the previous question again): the caller is asked to say it again."""
     llm = scripted("We open at nine.", "We open at nine.")
-    listener = Turns()
-    processor = BrainProcessor(brain(agent(greeting=None), deps(llm), channel="voice"), listener)
+    processor, listener, context = voice_brain(llm)
     spoken = Spoken()
-    context = LLMContext()
     async with Run([processor, spoken]):
         await processor.queue_frame(user_turn(context, "When do you open?"))
         await listener.until(1)
-        heard = listener.finished[0]  # what the call records of a reply that played out
-        heard.speech_end_at, heard.first_audio_at = time.monotonic() - 3.0, time.monotonic() - 2.0
+        played_out(listener.finished[0])
         await processor.queue_frame(InterruptionFrame())
         context.add_message({"role": "developer", "content": "The user may have said something..."})
         await processor.queue_frame(LLMContextFrame(context))
@@ -135,12 +145,9 @@ async def test_a_turn_without_words_answers_the_words_it_cut_off() -> None:
     """ "Can I talk to a person," cut off (before any of its reply was heard) by speech that had no words: the
     cut-off words are answered, not lost and not met with "say that again"."""
     llm = scripted("Let me connect you.", "Let me connect you.")
-    listener = Turns()
-    processor = BrainProcessor(brain(agent(greeting=None), deps(llm), channel="voice"), listener)
-    context = LLMContext()
+    processor, listener, context = voice_brain(llm)
     async with Run([processor]):
-        await processor.queue_frame(user_turn(context, "Can I talk to a person,"))
-        await processor.queue_frame(InterruptionFrame())
+        await cut_off(processor, context, "Can I talk to a person,")
         context.add_message({"role": "developer", "content": "The user may have said something..."})
         await processor.queue_frame(LLMContextFrame(context))
         await listener.until(1)
