@@ -174,6 +174,7 @@ class AgentBrain:
         self._phrases = guardrails.blocked_phrases(agent)
         # The model's own slips, after the operator's phrases: its instructions or a tool's name read out.
         self._slips = [(echo, FALLBACK) for echo in echoes(self.tools)]
+        self._guarded = [*self._phrases, *self._slips]  # what a turn's PhraseGuard stops
         self._history: list[ChatMessage] = []
         # Knowledge passages the model was given, by the index in `_history` of the user message they came
         # before (with that message, to tell whether it is still there after `load_history`); see `_heard`.
@@ -271,7 +272,7 @@ class AgentBrain:
             return  # the turn's passages go into its prompt: known only once it has searched
         if not user_text.strip() or guardrails.blocked_topic(self.agent, user_text) is not None:
             return
-        turn = _Turn(user_text, [*self._phrases, *self._slips])
+        turn = _Turn(user_text, self._guarded)
         messages = [ChatMessage("system", self.system_prompt()), *self._prefix(turn)]
         await llm.prepare(messages, self._offered(turn), self._step_settings(0))
 
@@ -289,7 +290,7 @@ class AgentBrain:
             yield ev.error("a reply is already being generated", 0.0, code="busy")
             return
         self._busy = True
-        turn = _Turn(user_text, [*self._phrases, *self._slips])
+        turn = _Turn(user_text, self._guarded)
         try:
             yield ev.user_utterance(user_text, 0.0)
             async with contextlib.aclosing(self._turn(turn)) as events:
@@ -503,7 +504,7 @@ class AgentBrain:
             turn.context = retrieval.context_message(found.passages, focused=voice)
             sentences = " ".join(c.focus for c in found.passages if c.focus.strip())
             if voice and sentences:  # a reply reading the passages out, heading first, says just the sentences
-                turn.guard = guardrails.PhraseGuard([*self._phrases, *self._slips, (retrieval.HEADING_ECHO, sentences)])
+                turn.guard = guardrails.PhraseGuard([*self._guarded, (retrieval.HEADING_ECHO, sentences)])
         if self.deps.gaps is not None and retrieval.is_gap(found, turn.user_text):
             try:
                 await self.deps.gaps.record_gap(

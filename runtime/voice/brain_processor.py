@@ -160,8 +160,7 @@ class BrainProcessor(FrameProcessor):
                     await self.push_frame(TTSSpeakFrame(FALLBACK))
                 return
             self.turns += 1
-            turn = TurnRecord(self.turns, text, time.monotonic(), history_at=len(self.brain.history),
-                              state_before=self.brain.state)  # fmt: skip
+            turn = TurnRecord(self.turns, text, time.monotonic(), state_before=self.brain.state)
             self._last = turn
             if cut_at_birth:
                 # The caller's next turn began before this one reached the brain (its interruption overtook
@@ -220,7 +219,7 @@ class BrainProcessor(FrameProcessor):
 
     async def _answer(self, turn: TurnRecord) -> None:
         text = turn.user_text
-        before = turn.history_at = len(self.brain.history)  # (a barge-in may have taken a reply out since)
+        before = turn.history_at = len(self.brain.history)  # set as it starts: a barge-in may take a reply out
         await self.listener.turn_started(turn)
         filler = self.create_task(self._filler(), name="brain-filler") if self.filler_after_s else None
         replying = False  # the reply's LLMFullResponseStartFrame went out
