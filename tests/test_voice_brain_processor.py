@@ -76,7 +76,8 @@ def voice_brain(llm: ScriptedLLM) -> tuple[BrainProcessor, Turns, LLMContext]:
 
 def played_out(turn: TurnRecord) -> None:
     """What the call records of a turn whose reply the caller heard: their pause, then its first audio."""
-    turn.speech_end_at, turn.first_audio_at = time.monotonic() - 3.0, time.monotonic() - 2.0
+    turn.speech_end_at = turn.speech_end_heard = time.monotonic() - 3.0
+    turn.first_audio_at = time.monotonic() - 2.0
 
 
 async def cut_off(processor: BrainProcessor, context: LLMContext, words: str) -> None:

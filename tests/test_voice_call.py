@@ -5,6 +5,7 @@ as turns, barge-in trimming history to what was heard, hang-up after a goodbye, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pipecat.frames.frames import Frame, InputAudioRawFrame, VADUserStoppedSpeakingFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
 
 from pipeline.llm.scripted import ScriptedCall, ScriptedLLM
 from pipeline.llm.types import ChatMessage, GenerationSettings, ToolCall, ToolSpec
@@ -23,7 +26,7 @@ from runtime.brain.brain import FALLBACK
 from runtime.events import ConversationEvent
 from runtime.voice.brain_processor import TurnRecord, _is_markup
 from runtime.voice.call import REMINDER, TRANSFER_FAILED, VoiceCall, VoiceSettings
-from runtime.voice.turn_start import EARLY_HOLD_S
+from runtime.voice.turn_start import EARLY_HOLD_S, RESUMED_WITHIN_S
 from telephony.call import TransferOutcome
 from tests.test_brain_support import KNOWLEDGE, FakeKnowledge, agent, brain, chunk, deps, scripted
 from tests.test_voice_transport import RATE, FakeLeg, _speech_8k
@@ -525,14 +528,19 @@ async def test_words_after_a_turn_ended_too_soon_are_answered_with_it() -> None:
 
 
 def smart_turn_voice(
-    replies: Sequence[Any], transcripts: list[str], tts: ScriptedTTSService, listener: Listener | None = None
+    replies: Sequence[Any],
+    transcripts: list[str],
+    tts: ScriptedTTSService,
+    listener: Listener | None = None,
+    stt: ScriptedSTTService | None = None,
 ) -> tuple[VoiceCall, FakeLeg, Actions]:
-    """A call with the real Smart Turn, scripted STT (`transcripts`) and model (`replies`), not yet running."""
+    """A call with the real Smart Turn, scripted STT (`transcripts`, or `stt`) and model (`replies`), not yet
+    running."""
     leg = FakeLeg()
     actions = Actions(leg)
     agent_brain = brain(agent(greeting=None), deps(scripted(*replies)), channel="voice")
     call = VoiceCall(
-        leg, actions, agent_brain, stt=ScriptedSTTService(transcripts), tts=tts, listener=listener,
+        leg, actions, agent_brain, stt=stt or ScriptedSTTService(transcripts), tts=tts, listener=listener,
         settings=VoiceSettings(idle_s=30, max_silence_s=1.2), turn_detector=TurnDetector(),
     )  # fmt: skip
     return call, leg, actions
@@ -595,6 +603,52 @@ async def test_a_word_right_after_the_pause_takes_the_floor_from_a_reply_that_ha
     assert turn.user_text == "Can I talk to a person? please?"
     assert call.turn_start.resumed == 1 and call.turn_start.backchannels == 0
     assert [m.content for m in call.brain.history if m.role == "user"] == ["Can I talk to a person? please?"]
+
+
+class _FallsBehind(ScriptedSTTService):
+    """A busy machine: after the VAD's first stop, the caller's audio is held up `stall_s` on its way to the VAD
+    (behind this processor, as behind any slow one), then goes on, late."""
+
+    def __init__(self, script: list[str], stall_s: float) -> None:
+        super().__init__(script)
+        self._stall_s = stall_s
+        self._armed = False
+        self.stalled = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, VADUserStoppedSpeakingFrame) and not self.stalled:
+            self._armed = True
+        elif isinstance(frame, InputAudioRawFrame) and self._armed:
+            self._armed = False
+            self.stalled += 1
+            await asyncio.sleep(self._stall_s)
+        await super().process_frame(frame, direction)
+
+
+async def test_a_word_right_after_the_pause_takes_the_floor_even_when_the_vad_hears_it_late() -> None:
+    """As above, but the pipeline falls a second behind the caller's audio during their pause (seen in CI under
+    load: the VAD decided "please?" 1.5 s after the stop, so it was taken for a short barge-in over a reply
+    already heard: a backchannel, its words dropped). The caller still paused only 0.5 s: the pause is measured
+    in when their audio arrived, not in when the VAD got to it."""
+    reply = "Sure, let me find someone who can help you with that right away."
+    tts = ScriptedTTSService()  # 30 ms a character: the reply plays for ~2 s
+    stt = _FallsBehind(["Can I talk to a person?", "please?"], stall_s=1.0)
+    call, leg, _ = smart_turn_voice([reply, "Sure."], [], tts, stt=stt)
+    task = asyncio.create_task(run_call(call))
+    speech = [_speech_8k("Can I talk to a person"), silence(0.5), _speech_8k("please?"), silence(3.0)]
+    await leg.speak(np.concatenate([silence(0.5), *speech]))
+    with contextlib.suppress(TimeoutError):  # (before, "please?" was dropped as a backchannel: no second reply)
+        await leg.until(lambda: len(tts.spoken) >= 2 and leg.buffered_ms == 0, within=8)
+    leg.end("remote hangup")
+    result = await task
+    assert stt.stalled == 1
+    assert (call.turn_start.resumed, call.turn_start.backchannels, call.turn_start.barge_ins) == (1, 0, 0)
+    *cut, turn = result.turns
+    assert [c.first_audio_at is not None and c.interrupted and c.continued for c in cut] == [True], "heard begin"
+    assert turn.user_text == "Can I talk to a person? please?"
+    (first,) = cut
+    assert first.speech_end_heard is not None and first.resumed_heard is not None
+    assert first.resumed_heard - first.speech_end_heard <= RESUMED_WITHIN_S
 
 
 async def test_a_turn_the_caller_cut_off_as_they_hung_up_is_still_recorded() -> None:

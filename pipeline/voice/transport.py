@@ -1,12 +1,14 @@
 """A pipecat transport over any `AudioLeg` (a SIP call, later WebRTC).
 
 `LegTransport(leg).input()` reads the leg: each 20 ms frame is resampled (soxr, streaming) from the
-leg's rate to the pipeline's (16 kHz) and pushed as `InputAudioRawFrame`; each digit becomes an
-`InputDTMFFrame`; when the leg ends, a `CancelWorkerFrame` (or `EndWorkerFrame`) goes upstream so the
-pipeline worker stops the pipeline. `LegTransport(leg).output()` is pipecat's `BaseOutputTransport`
-with the leg's rate as its output rate, so pipecat's media sender resamples TTS audio and cuts it into
-20 ms chunks; `write_audio_frame` paces them into the leg, keeping at most `lead_ms` queued there, so
-pipecat's bot-speaking state and the text it releases downstream follow what is really playing.
+leg's rate to the pipeline's (16 kHz) and pushed as `InputAudioRawFrame`, carrying when it was read
+(`ARRIVED_AT` in its metadata, monotonic seconds: the caller's timeline, which processors behind a busy
+queue see late); each digit becomes an `InputDTMFFrame`; when the leg ends, a `CancelWorkerFrame` (or
+`EndWorkerFrame`) goes upstream so the pipeline worker stops the pipeline. `LegTransport(leg).output()` is
+pipecat's `BaseOutputTransport` with the leg's rate as its output rate, so pipecat's media sender resamples
+TTS audio and cuts it into 20 ms chunks; `write_audio_frame` paces them into the leg, keeping at most
+`lead_ms` queued there, so pipecat's bot-speaking state and the text it releases downstream follow what is
+really playing.
 
 Interruptions (STYLE rules 7 and 8). On `InterruptionFrame` the output transport, before pipecat drains
 its own queue: drops any chunk still on its way into the leg, calls `leg.clear_buffer()` - unless audio
@@ -20,6 +22,7 @@ are left to pipecat, which keeps them through an interruption.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, TypeGuard
 
@@ -54,6 +57,7 @@ from pipeline.voice.leg import AudioLeg
 from pipeline.voice.playback import Heard, PlaybackTracker
 
 PIPELINE_SAMPLE_RATE = 16000
+ARRIVED_AT = "flowyte.arrived_at"  # an input audio frame's metadata: when it was read from the leg (monotonic)
 EndMode = Literal["cancel", "end"]
 
 
@@ -118,6 +122,7 @@ class LegInputTransport(BaseInputTransport):
         self._make_resampler = resampler
         self._resampler: Resampler | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.read_at: float | None = None  # when the caller's latest audio frame was read (monotonic)
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -157,6 +162,7 @@ class LegInputTransport(BaseInputTransport):
             audio = resample(pcm)
             if len(audio):
                 frame = InputAudioRawFrame(audio=audio.tobytes(), sample_rate=self.sample_rate, num_channels=1)
+                frame.metadata[ARRIVED_AT] = self.read_at = time.monotonic()
                 await self.push_audio_frame(frame)
 
     async def _read_digits(self) -> None:

@@ -60,6 +60,7 @@ from pipeline.llm.types import ChatMessage
 from runtime.brain import AgentBrain
 from runtime.brain.brain import FALLBACK
 from runtime.events import ConversationEvent
+from runtime.voice.heard_time import heard_at
 from runtime.voice.turn_start import RESUMED_WITHIN_S
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,13 @@ class TurnRecord:
     started: float  # the turn was decided and the brain asked
     events: list[ConversationEvent] = field(default_factory=list)
     speech_end_at: float | None = None  # the VAD heard the caller stop (set by the call)
+    speech_end_heard: float | None = None  # when the audio of that stop arrived (`heard_time.py`; set by the call)
     first_token_at: float | None = None
     first_audio_at: float | None = None  # the first agent audio went into the leg, ~ the first RTP packet
     audio_started: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)  # and then
     added: list[ChatMessage] = field(default_factory=list)
     interrupted: bool = False
-    resumed_at: float | None = None  # the VAD heard the caller again, after the turn had begun
+    resumed_heard: float | None = None  # the VAD heard the caller again after the turn began (when that audio came)
     continued: bool = False  # cut off, its words were answered with the next turn's: it stands for nothing
     history_at: int = 0  # where the turn's messages begin in the brain's history
     state_before: dict[str, Any] = field(default_factory=dict)  # the brain's state (`AgentBrain.state`) before it
@@ -126,6 +128,7 @@ class BrainProcessor(FrameProcessor):
         self._current: TurnRecord | None = None
         self._last: TurnRecord | None = None  # the turn answered (or cut off) before the current one
         self.continued = 0  # turns answered together with the cut-off turn before them
+        self._speech_heard: float | None = None  # when the audio of the VAD's last speech start arrived
         # Turns (LLMContextFrames) in the order they arrived and were taken, and the last one an interruption
         # came after: pipecat queues system frames ahead of data frames, so a turn's interruption can reach
         # `process_frame` before the turn it cut off (see `queue_frame`).
@@ -170,8 +173,10 @@ class BrainProcessor(FrameProcessor):
             self._current = turn
             self._task = self.create_task(self._answer(turn), name="brain-turn")
             return
-        if isinstance(frame, VADUserStartedSpeakingFrame) and self._last is not None and self._last.resumed_at is None:
-            self._last.resumed_at = time.monotonic()
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._speech_heard = heard_at(frame)
+            if self._last is not None and self._last.resumed_heard is None:
+                self._last.resumed_heard = self._speech_heard
         if isinstance(frame, InterruptionFrame):
             await self._stop_turn(interrupted=True)
         await self.push_frame(frame, direction)
@@ -184,7 +189,7 @@ class BrainProcessor(FrameProcessor):
         task, self._task = self._task, None
         if interrupted and self._current is not None:
             self._current.interrupted = True
-        elif interrupted and self._last is not None and _cut_short(self._last, at=time.monotonic()):
+        elif interrupted and self._last is not None and _cut_short(self._last, at=self._speech_heard):
             self._last.interrupted = True  # written out, but cut before (or just as) its audio went out
         if task is not None and not task.done():
             await self.cancel_task(task)  # (one cancelled before it ran never clears `_current` itself)
@@ -332,12 +337,13 @@ class BrainProcessor(FrameProcessor):
 
 
 def _cut_short(turn: TurnRecord, *, at: float | None = None) -> bool:
-    """None of the turn's reply had gone out, or the caller's speech came back (by `at` at the latest) so soon
-    after their turn ended that they were still talking (`RESUMED_WITHIN_S`)."""
+    """None of the turn's reply had gone out, or the caller's speech came back (at `at`, when the turn has no
+    such time yet) so soon after their turn ended that they were still talking (`RESUMED_WITHIN_S`), both by when
+    the caller's audio arrived (`heard_time.py`), not by when a busy pipeline's VAD got to it."""
     if turn.first_audio_at is None:
         return True
-    resumed = turn.resumed_at if turn.resumed_at is not None else at
-    end = turn.speech_end_at
+    resumed = turn.resumed_heard if turn.resumed_heard is not None else at
+    end = turn.speech_end_heard
     return end is not None and resumed is not None and resumed - end <= RESUMED_WITHIN_S
 
 

@@ -52,7 +52,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair, LLMUserAggregatorParams
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy, SpeechTimeoutUserTurnStopStrategy
@@ -70,6 +70,7 @@ from runtime.events import ConversationEvent
 from runtime.events import transfer as transfer_event
 from runtime.voice.brain_processor import BrainProcessor, TurnListener, TurnRecord, replace_last_reply
 from runtime.voice.early_vad import EarlySpeechSileroVAD
+from runtime.voice.heard_time import HeardTimeUserAggregator, heard_at
 from runtime.voice.keypad import KeypadCollector, as_user_text
 from runtime.voice.turn_start import (
     DEFAULT_MIN_BARGE_IN_S,
@@ -90,6 +91,8 @@ SPEECH_START_WAIT_S = 5.0  # what the call says itself starts playing within thi
 SETTLE_MARGIN_S = 1.0
 SETTLE_S = 0.1  # for the interruption to reach the brain after the speech that caused it
 SETTLE_POLL_S = 0.25
+HEARD_WAIT_S = 3.0  # the longest the VAD is waited for to catch up with the caller's audio
+HEARD_POLL_S = 0.02  # one frame of the caller's audio
 TRANSFER_FAILED = "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
 
 
@@ -229,7 +232,8 @@ class VoiceCall(TurnListener):
         # ("transfer" | "end", the event's data, the turn that asked for it)
         self._pending: tuple[str, dict[str, Any], TurnRecord] | None = None
         self._pending_set = asyncio.Event()
-        self._last_speech_end: float | None = None
+        self._last_speech_end: float | None = None  # monotonic, when the VAD's stop reached the call (receipts)
+        self._last_speech_end_heard: float | None = None  # when that stop's audio arrived (`heard_time.py`)
         self._caller_speaking = False  # the VAD hears the caller
         self._turn_began = asyncio.Event()
         self._answering: TurnRecord | None = None  # the turn whose first audio is awaited
@@ -254,9 +258,9 @@ class VoiceCall(TurnListener):
         if isinstance(stt, WhisperSTTService):
             stt.on_speculated = self._speculated
         context = LLMContext()
-        self._aggregators = LLMContextAggregatorPair(
+        self._user_turns = HeardTimeUserAggregator(
             context,
-            user_params=LLMUserAggregatorParams(
+            params=LLMUserAggregatorParams(
                 vad_analyzer=self.vad,
                 user_turn_strategies=UserTurnStrategies(
                     # A transcript outside a turn starts one, as in pipecat's defaults: words are never left over.
@@ -273,7 +277,7 @@ class VoiceCall(TurnListener):
                     _Keypad(self.settings.keypad_pause_s),
                     stt,
                     self.backchannels,
-                    self._aggregators.user(),
+                    self._user_turns,
                     self.brain_processor,
                     tts,
                     self.transport.output(),
@@ -309,7 +313,7 @@ class VoiceCall(TurnListener):
     def _speculated(self, text: str) -> None:
         """Whisper has the caller's words ~64 ms into a pause, before the VAD calls it (`WhisperSTTService`'s
         speculation): the turn they would end with them is prepared now, ~0.1-0.2 s before the transcript."""
-        so_far = self._aggregators.user().aggregation_string()  # earlier segments of this turn, if any
+        so_far = self._user_turns.aggregation_string()  # earlier segments of this turn, if any
         self._prepare(f"{so_far} {text}".strip())
 
     def _transcribed(self) -> None:
@@ -319,7 +323,7 @@ class VoiceCall(TurnListener):
 
     def _prepare_aggregation(self) -> None:
         # Read once the aggregator is done with the frame: a turn that ended on it has nothing left here.
-        self._prepare(self._aggregators.user().aggregation_string().strip())
+        self._prepare(self._user_turns.aggregation_string().strip())
 
     def _prepare(self, text: str) -> None:
         if not text or text == self._prepared:
@@ -355,6 +359,7 @@ class VoiceCall(TurnListener):
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._caller_speaking = False
             self._last_speech_end = time.monotonic()
+            self._last_speech_end_heard = heard_at(frame)
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
             self._speech_done.set()
@@ -381,7 +386,7 @@ class VoiceCall(TurnListener):
     async def turn_started(self, turn: TurnRecord) -> None:
         self._prepared = ""  # the next turn has new history before the caller's words
         self._user_active.set()
-        turn.speech_end_at = self._last_speech_end
+        turn.speech_end_at, turn.speech_end_heard = self._last_speech_end, self._last_speech_end_heard
         self._answering = turn
         self._first_audio.clear()
         self._turn_began.set()
@@ -418,6 +423,8 @@ class VoiceCall(TurnListener):
         no turn is coming."""
         if turn.speech_end_at is not None:  # until then the caller's speech may still cut it short
             await asyncio.sleep(max(0.0, turn.speech_end_at + RESUMED_WITHIN_S + SETTLE_S - time.monotonic()))
+        if turn.speech_end_heard is not None:  # ... which a VAD behind on the caller's audio hears later
+            await self._until_heard(turn.speech_end_heard + RESUMED_WITHIN_S)
         settings = self.settings
         quiet_enough = max(settings.max_silence_s, settings.turn_timeout_s) + SETTLE_MARGIN_S
         while turn.interrupted and self.brain_processor.turns == turn.number and not self.leg.ended:
@@ -429,6 +436,26 @@ class VoiceCall(TurnListener):
                 async with asyncio.timeout(min(SETTLE_POLL_S, quiet_enough - quiet)):  # a hang-up settles it too
                     await self._turn_began.wait()
         return not turn.continued
+
+    async def _until_heard(self, at: float) -> None:
+        """Until the VAD has analyzed the caller's audio that arrived by `at` (monotonic, `heard_time.py`), or all
+        the audio read so far when that is less (a leg that sends nothing while the caller is quiet); then long
+        enough for what it heard to reach the brain. At most `HEARD_WAIT_S`."""
+        read = self.transport.input().read_at
+        target = min(at, read) if read is not None else at
+
+        def behind() -> bool:
+            heard = self._user_turns.heard_until
+            return heard is None or heard < target
+
+        if read is None or not behind():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HEARD_WAIT_S):
+                # polled: it moves on every 20 ms frame, and an event set for each would cost every call
+                while behind() and not self.leg.ended:  # noqa: ASYNC110
+                    await asyncio.sleep(HEARD_POLL_S)
+        await asyncio.sleep(SETTLE_S)
 
     # --- the call ------------------------------------------------------------------------------
     async def say(self, text: str) -> None:

@@ -20,10 +20,11 @@ the VAD's verdict; if the VAD has not confirmed speech within `EARLY_HOLD_S`, pl
 `min_barge_in_s` is measured from the VAD's speech start, and the VAD's stop lags the speech by its
 `stop_secs`, so it must cover the longest backchannel (~0.55 s of "mm-hmm") plus that lag.
 
-Speech that starts again within `RESUMED_WITHIN_S` of the pause that ended the caller's turn is no backchannel
-whatever its length: the agent has only just begun (its first audio comes ~0.7 s after that pause with the
-local models), so the caller was still talking ("Can I talk to a person," - pause - "please?"), and they take
-the floor at once. `BrainProcessor` then answers their words together with the turn they cut off.
+Speech that starts again within `RESUMED_WITHIN_S` of the pause that ended the caller's turn (by when their
+audio arrived, `heard_time.py`) is no backchannel whatever its length: the agent has only just begun (its first
+audio comes ~0.7 s after that pause with the local models), so the caller was still talking ("Can I talk to a
+person," - pause - "please?"), and they take the floor at once. `BrainProcessor` then answers their words
+together with the turn they cut off.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
+
+from runtime.voice.heard_time import heard_at
 
 DEFAULT_MIN_BARGE_IN_S = 0.65
 RESUMED_WITHIN_S = 0.8  # speech again this soon after the VAD's stop that ended the turn: the caller goes on
@@ -94,7 +97,9 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
         self.backchannels = 0  # speech while the agent talked that was too short to take the floor
         self.barge_ins = 0
         self.resumed = 0  # speech soon after the caller's own turn ended that took the floor from the agent at once
-        self._stopped_at: float | None = None  # the VAD's stop that ended the caller's turn (the agent was silent)
+        # when the audio of the VAD's stop that ended the caller's turn arrived (the agent was silent): a busy
+        # pipeline's VAD decides late, and the pause between its decisions would seem longer than the caller's
+        self._stopped_at: float | None = None
         self._pending: asyncio.Task[None] | None = None
         self._early: asyncio.Task[None] | None = None  # an early hold awaiting the VAD's verdict
         self.early_holds = 0
@@ -107,7 +112,7 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             await self._cancel_early()  # confirmed: what follows decides
             stopped, self._stopped_at = self._stopped_at, None
-            resumed = stopped is not None and time.monotonic() - stopped <= RESUMED_WITHIN_S
+            resumed = stopped is not None and heard_at(frame) - stopped <= RESUMED_WITHIN_S
             if not self.bot_speaking or resumed:
                 self.resumed += self.bot_speaking
                 await self.trigger_user_turn_started()
@@ -117,7 +122,7 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
             self._pending = self.task_manager.create_task(self._sustained(), "barge-in-wait")
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             # Only a pause while the agent was silent can have ended the caller's turn (not a backchannel's end)
-            self._stopped_at = None if self.bot_speaking else time.monotonic()
+            self._stopped_at = None if self.bot_speaking else heard_at(frame)
             if self._pending is not None and not self._pending.done():
                 self.backchannels += 1
                 await self._cancel_pending()
