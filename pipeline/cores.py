@@ -14,6 +14,15 @@ while urgent work runs. Urgent work never waits for the LLM: at most one token (
 
 The wait is bounded (`max_wait_s` a call), so that the LLM of one call cannot starve while many other
 calls keep the speech models busy; it then takes turns with them, one token per wait.
+
+A prompt batch is the exception the other way. A call evaluates the turn's prompt while the caller's pause
+lasts (`AgentBrain.prepare`): ~20 tokens in one llama.cpp decode, ~0.2 s that cannot be interrupted, and the
+turn's first token waits for it. Smart Turn, deciding in the same pause whether the turn has ended, took
+~55 ms of one core in the middle of it and cost the batch ~100 ms (measured: 21 tokens in 205-244 ms alone,
+267-341 with Smart Turn beside it). Its verdict is of no use before the batch ends (the turn starts on the
+prepared prompt), so it holds `urgent(after_batch=True)`: it waits (bounded) for a running batch, which
+holds `batch()`; a batch that finds it running waits for it, as for any urgent work. One runs after the
+other instead of both at half speed.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ class Cores:
         self.max_wait_s = max_wait_s
         self._idle = threading.Condition()
         self._urgent = 0  # urgent jobs running now
+        self._batches = 0  # LLM prompt batches running now (one decode each, not interruptible)
         self.yielded_s = 0.0  # time the LLM spent waiting, in all (for benchmarks)
 
     @property
@@ -38,9 +48,12 @@ class Cores:
         return self._urgent
 
     @contextmanager
-    def urgent(self) -> Iterator[None]:
-        """Run the block as urgent work: the LLM holds back until it ends."""
+    def urgent(self, *, after_batch: bool = False) -> Iterator[None]:
+        """Run the block as urgent work: the LLM holds back until it ends. `after_batch`: first wait (up to
+        `max_wait_s`) for an LLM prompt batch running now to end (work that is of no use before it does)."""
         with self._idle:
+            if after_batch:
+                self._idle.wait_for(lambda: self._batches == 0, timeout=self.max_wait_s)
             self._urgent += 1
         try:
             yield
@@ -48,6 +61,23 @@ class Cores:
             with self._idle:
                 self._urgent -= 1
                 if self._urgent == 0:
+                    self._idle.notify_all()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the block as an LLM prompt batch: after urgent work running now (up to `max_wait_s`, counted in
+        `yielded_s`), and ahead of urgent work that asks to come after it."""
+        start = time.perf_counter()
+        with self._idle:
+            self._idle.wait_for(lambda: self._urgent == 0, timeout=self.max_wait_s)
+            self._batches += 1
+        self.yielded_s += time.perf_counter() - start
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._batches -= 1
+                if self._batches == 0:
                     self._idle.notify_all()
 
     def yield_to_urgent(self) -> float:

@@ -15,6 +15,7 @@ import pytest
 from pipeline.cores import CORES, Cores
 from pipeline.speech.stt import WhisperSTT
 from pipeline.speech.tts import PiperTTS
+from pipeline.speech.turn import TurnDetector
 from tests.peers.speech import speech_pcm
 
 
@@ -89,6 +90,52 @@ def test_an_exception_in_urgent_work_releases_it() -> None:
     assert cores.urgent_jobs == 0 and cores.yield_to_urgent() == 0.0
 
 
+def test_work_that_asks_to_come_after_a_prompt_batch_waits_for_it_and_the_batch_for_urgent_work() -> None:
+    """Smart Turn (`urgent(after_batch=True)`) runs after the LLM's prompt batch running now, not beside it; a
+    batch that finds urgent work running (Smart Turn or any other) starts after it. Never both at once."""
+    cores = Cores(max_wait_s=5.0)
+    running: list[str] = []
+    overlaps: list[list[str]] = []
+    in_batch = threading.Event()
+
+    def run(name: str, hold: float) -> None:
+        running.append(name)
+        if len(running) > 1:
+            overlaps.append(list(running))
+        time.sleep(hold)
+        running.remove(name)
+
+    def batch() -> None:
+        with cores.batch():
+            in_batch.set()
+            run("batch", 0.15)
+
+    def smart_turn() -> None:
+        with cores.urgent(after_batch=True):
+            run("smart turn", 0.15)
+
+    first = threading.Thread(target=batch)
+    first.start()
+    in_batch.wait(1)
+    start = time.perf_counter()
+    smart_turn()  # the batch is running: it goes after it
+    assert time.perf_counter() - start >= 0.1
+    first.join()
+    with cores.urgent(after_batch=True):  # and a batch that starts while it runs waits for it
+        second = threading.Thread(target=batch)
+        second.start()
+        time.sleep(0.1)
+        assert second.is_alive() and "batch" not in running
+        run("smart turn", 0.05)
+    second.join()
+    assert overlaps == [] and cores.urgent_jobs == 0
+    with cores.batch():  # plain urgent work (Whisper, Piper) never waits for a batch
+        start = time.perf_counter()
+        with cores.urgent():
+            pass
+        assert time.perf_counter() - start < 0.05
+
+
 def _watch_urgency(stop: threading.Event, seen: list[int]) -> None:
     while not stop.is_set():
         seen.append(CORES.urgent_jobs)
@@ -102,6 +149,26 @@ def test_whisper_transcribing_is_urgent() -> None:
     watcher.start()
     try:
         stt.transcribe(speech_pcm("What time do you open on Saturday?", 16000))
+    finally:
+        stop.set()
+        watcher.join()
+    assert max(seen) >= 1 and CORES.urgent_jobs == 0
+
+
+def test_smart_turn_is_urgent_work_that_comes_after_a_prompt_batch() -> None:
+    detector = TurnDetector()
+    pcm = speech_pcm("What time do you open on Saturday?", 16000)
+    detector.predict(pcm)  # loaded
+    stop, seen = threading.Event(), list[int]()
+    watcher = threading.Thread(target=_watch_urgency, args=(stop, seen))
+    watcher.start()
+    try:
+        with CORES.batch():  # a prompt batch is running: the model waits for it
+            waiting = threading.Thread(target=detector.predict, args=(pcm,))
+            waiting.start()
+            time.sleep(0.2)
+            assert waiting.is_alive() and CORES.urgent_jobs == 0
+        waiting.join(5)
     finally:
         stop.set()
         watcher.join()

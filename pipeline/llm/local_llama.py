@@ -330,10 +330,10 @@ class LlamaEngine:
         """Evaluate `tokens[llm.n_tokens:end]`, a chunk at a time (checking for cancellation and urgent work)."""
         start = llm.n_tokens
         for at in range(start, end, self.config.prefill_chunk):
-            self.cores.yield_to_urgent()
-            if cancel.is_set():
-                raise Stopped
-            llm.eval(tokens[at : min(end, at + self.config.prefill_chunk)].tolist())
+            with self.cores.batch():  # after urgent speech work, and Smart Turn after it (pipeline/cores.py)
+                if cancel.is_set():
+                    raise Stopped
+                llm.eval(tokens[at : min(end, at + self.config.prefill_chunk)].tolist())
         self.stats.prompt_tokens_evaluated += max(0, end - start)
 
     def load_state(self, llm: Llama, saved: SavedState, *, seq: int) -> bool:
@@ -467,10 +467,10 @@ class _Turn:
         llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, length, -1)  # each sequence holds just its prefix
         llama_cpp.llama_memory_seq_rm(memory, 0, tail, -1)
         try:
-            engine.cores.yield_to_urgent()
-            if self.cancel.is_set():
-                raise Stopped
-            at = decode_batch(llm, [(ROUTER_SEQ, length, query[length:]), (0, tail, prompt[tail:])])
+            with engine.cores.batch():
+                if self.cancel.is_set():
+                    raise Stopped
+                at = decode_batch(llm, [(ROUTER_SEQ, length, query[length:]), (0, tail, prompt[tail:])])
             engine.stats.prompt_tokens_evaluated += len(query) - length + len(prompt) - tail
             engine.stats.batched_routes += 1
             llm.input_ids[tail : len(prompt)] = prompt[tail:]

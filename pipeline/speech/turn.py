@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.cores import CORES
 from pipeline.speech.loaded import Loaded, onnx_session
 from pipeline.speech.model_assets import smart_turn_path
 
@@ -79,7 +80,10 @@ class TurnDetector:
         from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features
 
         features = compute_whisper_log_mel_features(last_seconds(pcm16k), do_normalize=True)
-        out: Any = self._model.session.run(None, {"input_features": np.expand_dims(features, 0)})
+        # After the LLM's prompt batch, if one is running (the turn waits for it anyway), then ahead of its
+        # next token: not beside it, at half speed each (pipeline/cores.py).
+        with CORES.urgent(after_batch=True):
+            out: Any = self._model.session.run(None, {"input_features": np.expand_dims(features, 0)})
         probability = float(np.clip(float(out[0].reshape(-1)[0]), 0.0, 1.0))
         return probability >= self.threshold, probability
 
