@@ -176,21 +176,24 @@ async def test_the_routing_query_runs_beside_the_chat_prompt_and_decides_as_it_w
     assert {tuple(names) for names, _ in together} >= {("check_service_area",), ("end_call",), ()}
 
 
-async def test_a_prepared_turn_evaluates_one_token_of_each_prompt_and_answers_as_it_would_unprepared(
+async def test_a_prepared_turn_begins_on_the_prepared_batch_and_answers_as_it_would_unprepared(
     llm: LocalLlamaProvider,
 ) -> None:
     """A call prepares the turn its caller's transcribed words would start (`StatefulLLM.prepare`) while the
-    pause is not yet long enough to end it. The turn that then comes with those messages evaluates the last
-    token of the chat prompt and of the routing query only, and decides and answers as it would without."""
+    pause is not yet long enough to end it. The turn that then comes with those messages begins on the logits
+    of that batch and evaluates nothing of its prompts; when another call's turn came between, it evaluates
+    the last token of the chat prompt and of the routing query only. Either way it decides and answers as it
+    would without."""
     engine = llm.engine
     history = [SYSTEM, ChatMessage("user", "Hello?"), ChatMessage("assistant", "Hi, this is Tony's Pizza.")]
 
-    async def answer(text: str, key: str, *, prepared: bool) -> tuple[list[str], str, int]:
+    async def answer(text: str, key: str, *, prepared: bool, between: bool = True) -> tuple[list[str], str, int]:
         messages = [*history, ChatMessage("user", text)]
         settings = GenerationSettings(max_tokens=16, temperature=0.0, prompt_cache_key=key)
         if prepared:
             await llm.prepare(messages, TOOLS, settings)
-        await collect(llm, history, TOOLS, max_tokens=1, prompt_cache_key=f"{key}-other")  # another call's turn
+        if between:
+            await collect(llm, history, TOOLS, max_tokens=1, prompt_cache_key=f"{key}-other")  # another call's turn
         before = engine.stats.prompt_tokens_evaluated
         events = [event async for event in llm.stream(messages, TOOLS, settings)]
         evaluated = engine.stats.prompt_tokens_evaluated - before
@@ -199,14 +202,17 @@ async def test_a_prepared_turn_evaluates_one_token_of_each_prompt_and_answers_as
     for n, text in enumerate(("Do you deliver to 55 Oak Avenue?", "Hi there, how are you doing today?")):
         unprepared = await answer(text, f"unprepared-{n}", prepared=False)
         await llm.release(f"unprepared-{n}")  # nothing of that turn is left to serve the next
-        prepared_count = engine.stats.prepared
+        prepared_count, hits = engine.stats.prepared, engine.stats.prepared_hits
         prepared = await answer(text, f"prepared-{n}", prepared=True)
         await llm.release(f"prepared-{n}")
-        assert engine.stats.prepared == prepared_count + 1
-        assert prepared[:2] == unprepared[:2]
-        # One token of each prompt in one batch; a tool call's header is evaluated after the decision, as ever.
-        header = [len(engine.tokenize(engine.load(), ct.tool_call_header(name))) for name in prepared[0]]
-        assert prepared[2] <= 2 + sum(header) < unprepared[2], (prepared, unprepared)
+        direct = await answer(text, f"direct-{n}", prepared=True, between=False)
+        await llm.release(f"direct-{n}")
+        assert engine.stats.prepared == prepared_count + 2 and engine.stats.prepared_hits == hits + 1
+        assert prepared[:2] == unprepared[:2] == direct[:2]
+        # One token of each prompt in one batch, or none; a tool call's header is evaluated after the decision.
+        header = sum(len(engine.tokenize(engine.load(), ct.tool_call_header(name))) for name in prepared[0])
+        assert prepared[2] <= 2 + header < unprepared[2], (prepared, unprepared)
+        assert direct[2] == header, direct
     # The caller went on after the pause: the turn's prompt shares the prepared one up to their first words.
     await llm.prepare([*history, ChatMessage("user", "Can I talk to a person,")], TOOLS, GenerationSettings())
     before = engine.stats.prompt_tokens_evaluated

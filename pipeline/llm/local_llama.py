@@ -110,6 +110,7 @@ class EngineStats:
     state_loads: int = 0
     batched_routes: int = 0  # routing-table queries evaluated in one batch with the chat prompt
     prepared: int = 0  # turns whose prompt was evaluated ahead (`_Turn.prepare`)
+    prepared_hits: int = 0  # turns that began on the logits of the prepare just before them (`_Prepared`)
     cuts: int = 0  # saved states loaded with their oldest messages cut out (`LlamaEngine.cut_out`)
     cut_tokens: int = 0  # tokens those cuts removed
 
@@ -170,6 +171,7 @@ class LlamaEngine:
         self._markup_openers: NDArray[np.intc] | None = None
         self.cores: Cores = CORES  # urgent speech work goes first (pipeline/cores.py)
         self.batch_routing = True  # the routing query beside the chat prompt (`_Turn.route_beside`); tests compare
+        self.prepared: _Prepared | None = None  # the model's last decode was this prepare's batch
 
     @classmethod
     def shared(cls, config: LocalModelConfig) -> LlamaEngine:
@@ -345,6 +347,26 @@ class LlamaEngine:
         return True
 
 
+@dataclass
+class _Prepared:
+    """A prepare's batch, when it was the model's last decode: the chat `prompt` and the routing `query`
+    evaluated whole, the logits of their last tokens kept at batch indices `at` (query, prompt), the query's
+    KV still in `ROUTER_SEQ`. A turn with these very prompts begins from there, on the next decode's
+    worth of work less (`_Turn.route_beside`)."""
+
+    query: Tokens
+    prompt: Tokens
+    at: list[int]
+
+    def holds(self, query: Tokens, prompt: Tokens, llm: Llama) -> bool:
+        return (
+            np.array_equal(self.query, query)
+            and np.array_equal(self.prompt, prompt)
+            and llm.n_tokens == len(prompt)
+            and np.array_equal(llm.input_ids[: llm.n_tokens], prompt)
+        )
+
+
 class _Turn:
     """One model turn on the worker thread: route, then fill arguments or stream text."""
 
@@ -352,6 +374,8 @@ class _Turn:
         self, engine: LlamaEngine, llm: Llama, request: TurnRequest, emit: Emit, cancel: threading.Event
     ) -> None:
         self.engine, self.llm, self.request, self.emit, self.cancel = engine, llm, request, emit, cancel
+        # Whatever this turn does, it decodes: the prepare's batch is the last decode only until then.
+        self.prepared, engine.prepared = engine.prepared, None
         self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self.special_stops = {int(t) for t in engine.tokenize(llm, ct.IM_START + ct.IM_END + ct.TOOL_CALL_START)}
         self.generated = 0  # tokens sampled this turn
@@ -365,6 +389,7 @@ class _Turn:
         if len({tool.name for tool in tools}) != len(tools):
             raise LLMRequestError("tool names must be unique")
         if request.warm_only:
+            self.drop_prepared()
             self.remember(self.prompt_tokens()[0])
             if tools:
                 self.remember(self.router_prefix())
@@ -383,6 +408,8 @@ class _Turn:
             raise LLMRequestError('tool_choice "required" needs a caller message to route')
         prefix, prompt = self.prompt_tokens(reserve=len(self.router_prefix()) + ROUTER_QUERY_ROOM if routing else 0)
         self.remember(prefix)
+        if not routing or request.prepare_only:
+            self.drop_prepared()  # only a routed turn begins on a prepare's batch
         if request.prepare_only:
             self.prepare(caller[-1].content if routing else None, prompt)
             self.emit(TurnEnd("stop"))
@@ -412,28 +439,34 @@ class _Turn:
             self.engine.save_state(self.llm)
 
     def prepare(self, utterance: str | None, prompt: Tokens) -> None:
-        """Evaluate all but the last token of the chat `prompt` and, when the turn will route, of the routing
-        table's query for `utterance`, in one batch as `route_beside` does, and keep them: the turn that comes
-        with these messages then evaluates one token of each (its logits are what it needs) instead of the
-        whole batch.
+        """Evaluate the chat `prompt` and, when the turn will route, the routing table's query for `utterance`,
+        in one batch as `route_beside` does, and keep them: the turn that comes next with these messages
+        begins on that batch's logits (`_Prepared`), and evaluates nothing; after another decode (another
+        call's turn came between), on their saved states, and evaluates the last token of each.
 
         A call asks for this when Whisper has the caller's words ~64 ms into a pause (its speculation), ~0.13 s
         before the pause is long enough to end the turn; evaluating a voice turn's ~25 new tokens costs ~0.2 s
         here, so much of it is done by the time the turn ends. The chat state stays in the model (and
-        is kept by `run_turn` as the conversation's); the routing query's goes into the cache beside it. When
-        the caller goes on instead, the next turn's prompt shares everything up to these words."""
+        is kept by `run_turn` as the conversation's); the routing query's stays beside it and goes into the
+        cache. When the caller goes on instead, the next turn's prompt shares everything up to these words."""
         engine, llm = self.engine, self.llm
         engine.stats.prepared += 1
-        chat = prompt[:-1]
-        query = self.router_query(utterance)[:-1] if utterance is not None else None
+        query = self.router_query(utterance) if utterance is not None else None
         hit = self.batchable(query) if query is not None else None
-        if query is None or hit is None or hit[0] >= len(query):  # no query to keep, or it is kept already
-            engine.restore(llm, chat)
-            engine.evaluate(llm, chat, len(chat), self.cancel)
+        if query is None or hit is None:  # no query: the chat alone (its last logits stay the model's)
+            engine.restore(llm, prompt)
+            engine.evaluate(llm, prompt, len(prompt), self.cancel)
             return
-        with self.beside(query, chat, hit):
-            llm._requires_eval = True  # the chat's last logits were not kept: its last token is not evaluated
+        with self.beside(query, prompt, hit, keep_router=True) as (_, at):
+            llm._requires_eval = False  # the batch's last logits are the chat's
             engine.save_sequence(llm, query, ROUTER_SEQ, self.request.settings.prompt_cache_key)
+        engine.prepared = _Prepared(query, prompt, at)
+
+    def drop_prepared(self) -> None:
+        """The prepare's batch will not be begun on: its routing query leaves the KV cache."""
+        if self.prepared is not None:
+            self.prepared = None
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.llm.ctx), ROUTER_SEQ, -1, -1)
 
     def router_query(self, utterance: str) -> Tokens:
         """The routing table with the caller's `utterance` as its query (the routing table's state kept)."""
@@ -451,19 +484,24 @@ class _Turn:
         return hit if len(query) - hit[0] <= engine.config.prefill_chunk else None
 
     @contextlib.contextmanager
-    def beside(self, query: Tokens, prompt: Tokens, hit: tuple[int, SavedState]) -> Iterator[tuple[int, list[int]]]:
+    def beside(
+        self, query: Tokens, prompt: Tokens, hit: tuple[int, SavedState], *, keep_router: bool = False
+    ) -> Iterator[tuple[int, list[int]]]:
         """The routing `query` (sequence `ROUTER_SEQ`, from the saved state `hit`) and the chat `prompt`'s last
         tokens (sequence 0), evaluated in one batch; yields how many of the prompt's tokens were kept from
         before, and the batch index of each one's last token (their logits are kept). The router sequence is
-        emptied at the end."""
+        emptied at the end, unless `keep_router` (and the block ran through)."""
         engine, llm = self.engine, self.llm
+        self.drop_prepared()
         keep = engine.restore(llm, prompt)
         tail = max(keep, len(prompt) - engine.config.prefill_chunk)  # the prompt's last tokens go into the batch
         engine.evaluate(llm, prompt, tail, self.cancel)
         length, saved = hit
+        length = min(length, len(query) - 1)  # (a prepared query is kept whole) its last token's logits are needed
         if not engine.load_state(llm, saved, seq=ROUTER_SEQ):
             raise LLMError("the routing table's saved state does not fit the model's context")
         memory = llama_cpp.llama_get_memory(llm.ctx)
+        kept = False
         llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, length, -1)  # each sequence holds just its prefix
         llama_cpp.llama_memory_seq_rm(memory, 0, tail, -1)
         try:
@@ -476,8 +514,19 @@ class _Turn:
             llm.input_ids[tail : len(prompt)] = prompt[tail:]
             llm.n_tokens = len(prompt)
             yield keep, at
+            kept = keep_router
         finally:
-            llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, -1, -1)
+            if not kept:
+                llama_cpp.llama_memory_seq_rm(memory, ROUTER_SEQ, -1, -1)
+
+    @contextlib.contextmanager
+    def from_prepared(self, prepared: _Prepared) -> Iterator[tuple[int, list[int]]]:
+        """What `beside` yields, from the prepare's batch (the model's last decode): nothing is evaluated. The
+        router sequence is emptied at the end."""
+        try:
+            yield len(prepared.prompt), prepared.at
+        finally:
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.llm.ctx), ROUTER_SEQ, -1, -1)
 
     def route_beside(self, utterance: str, allow_none: bool, prompt: Tokens) -> str:
         """Step 1, continuing the routing table for `utterance` under a grammar of the declared names, with the
@@ -487,23 +536,32 @@ class _Turn:
         little more for twice the tokens: llama.cpp's prompt evaluation here took 206 ms for 15 tokens, 305 ms
         for 25 and 348 ms for 40. So the routing query runs as a second sequence (`ROUTER_SEQ`, loaded from
         the routing table's saved state) beside the chat prompt's last tokens. Longer prompts are evaluated
-        one after the other, a chunk at a time, so that a cancelled turn stops soon."""
+        one after the other, a chunk at a time, so that a cancelled turn stops soon. A turn whose prompts a
+        prepare evaluated just before it begins on that batch instead (`_Prepared`)."""
         tools = self.request.tools
         label = ct.reply_label(tools)
         options = ct.decision_options(tools, allow_none, none_label=label)
         query = self.router_query(utterance)
         grammar = ct.router_grammar(options)
-        hit = self.batchable(query)
-        if hit is None:  # one after the other
-            self.count_prompt(query)
-            choice = self.decide(self.constrained_after(query, grammar, limit=32), options, label)
-            self.count_prompt(prompt)
-            return choice
-        llm = self.llm
-        with self.beside(query, prompt, hit) as (keep, at):
+        llm, prepared = self.llm, self.prepared
+        batch: contextlib.AbstractContextManager[tuple[int, list[int]]]
+        if prepared is not None and prepared.holds(query, prompt, llm):
+            self.prepared = None
+            self.engine.stats.prepared_hits += 1
+            batch, reused = self.from_prepared(prepared), len(query)
+        else:
+            hit = self.batchable(query)
+            if hit is None:  # one after the other
+                self.drop_prepared()
+                self.count_prompt(query)
+                choice = self.decide(self.constrained_after(query, grammar, limit=32), options, label)
+                self.count_prompt(prompt)
+                return choice
+            batch, reused = self.beside(query, prompt, hit), min(hit[0], len(query) - 1)
+        with batch as (keep, at):
             self.prompted += len(prompt) + len(query)
-            self.cached += keep + hit[0]
-            self.engine.stats.prompt_tokens_cached += hit[0]
+            self.cached += keep + reused
+            self.engine.stats.prompt_tokens_cached += reused
             llm._requires_eval = False  # the batch's last logits are the chat's
             logits = logits_at(llm, at[0])
             position = len(query)
