@@ -228,10 +228,12 @@ def test_the_multilingual_model_detects_the_language_from_the_short_window() -> 
     assert {"call", "tomorrow", "morning"} <= words(english.text), english
     # (espeak-ng's Spanish is detected as Thai by base over either window; given the language, it decodes)
     spanish = base.transcribe(
-        as_segment(speech_pcm("¿A qué hora abren el sábado por la mañana?", 16000, voice="es")), "es"
+        as_segment(speech_pcm("Buenos días, necesito hablar con una persona.", 16000, voice="es")), "es"
     )
     assert spanish.language == "es" and spanish.encoder_frames == 1500, spanish
-    # Some of the question's own words, not a translation: espeak-ng's Spanish differs between Debian builds
-    # (deb12u2 gave "Ok, la menina de Sarambo por la manya."), so no one word is required.
-    said = {"qué", "hora", "abren", "el", "sábado", "por", "la", "mañana"}
-    assert len(said & words(spanish.text)) >= 2, spanish
+    # Some of the sentence's own words, not a translation; no one word is required. (The question this test
+    # used, "¿A qué hora abren el sábado por la mañana?", is decoded differently on every machine from espeak-ng's
+    # voice: "Ok, la menina de Sarambo por la manya.", then "Ok, la veineza van a reportera mayata.", one word of
+    # its own, with espeak-ng 1.51 deb12u2 both times. This sentence came back word for word.)
+    said = {"buenos", "días", "necesito", "hablar", "con", "una", "persona"}
+    assert len(said & words(spanish.text)) >= 3, spanish
