@@ -442,13 +442,15 @@ class VoiceCall(TurnListener):
         the audio read so far when that is less (a leg that sends nothing while the caller is quiet); then long
         enough for what it heard to reach the brain. At most `HEARD_WAIT_S`."""
         read = self.transport.input().read_at
-        target = min(at, read) if read is not None else at
+        if read is None:
+            return  # no audio yet: nothing to be behind on
+        target = min(at, read)
 
         def behind() -> bool:
             heard = self._user_turns.heard_until
             return heard is None or heard < target
 
-        if read is None or not behind():
+        if not behind():
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(HEARD_WAIT_S):
