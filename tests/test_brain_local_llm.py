@@ -43,3 +43,20 @@ async def test_a_knowledge_question_is_answered_from_the_passage() -> None:
     assert of_type(events, "error") == []
     assert of_type(events, "kb_retrieval")[0].data["topScore"] == 0.83
     assert "18.50" in message(events)
+
+
+async def test_a_misheard_statement_gets_a_reply_and_a_farewell_ends_the_call() -> None:
+    # Whisper tiny.en heard espeak-ng's "Do you sell gluten free crust?" as "You fell through my free cry.",
+    # and the model, whose routing table held no statement that is not a farewell, hung up on the caller.
+    from pipeline.llm.local_provider import LocalLlamaProvider
+
+    llm = LocalLlamaProvider.from_data_dir(DATA_DIR)
+    no_transfer = {"warm": False, "transferDestination": None, "transferRules": []}
+    deps = BrainDeps(llm=llm, llm_timeout_s=120)
+    for said, ends in (("You fell through my free cry.", False), ("Okay thanks, bye.", True)):
+        brain = AgentBrain(agent(handoffConfig=no_transfer), deps, channel="voice", conversation_id="cnv_end",
+                           org_id="org_1")
+        events = [event async for event in brain.respond(said)]
+        assert of_type(events, "error") == []
+        assert bool(of_type(events, "end")) is ends, (said, [(e.type, e.data) for e in events])
+        assert message(events).strip()

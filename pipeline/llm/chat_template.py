@@ -178,6 +178,9 @@ DEFAULT_REPLY_EXAMPLES = (
     "What are your hours?",
     "How much does it cost?",
     "Sorry, what did you say?",
+    # A statement that is not a farewell: with none among the examples, speech misheard into an odd
+    # statement ("You fell through my free cry.") was taken for one and the call was hung up.
+    "I left my phone in your car.",
 )
 MAX_ROUTED_CHARS = 300
 

@@ -170,7 +170,7 @@ def build_toolset(agent: CompiledAgent, *, knowledge: bool) -> Toolset:
 # operator writes as the condition for using them.
 KNOWLEDGE_EXAMPLES = ("What's on the supreme pizza?", "What is your refund policy?")
 TRANSFER_EXAMPLES = ("Can I talk to a real person?", "Put me through to a manager, please.")
-END_EXAMPLES = ("That's all, thanks. Bye!", "No, nothing else. Goodbye.")
+END_EXAMPLES = ("That's all, thanks. Bye!", "No, nothing else. Goodbye.", "I have to go now, bye.")
 _TYPE_EXAMPLES: dict[str, tuple[str, ...]] = {
     "geo": ("Do you deliver to 200 Pearl St, 80302?", "Is 12 Oak Avenue in your delivery area?"),
     "take_message": ("Can I leave a message for the owner?", "Please have someone call me back."),
