@@ -13,7 +13,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pipecat.frames.frames import Frame, InputAudioRawFrame, VADUserStoppedSpeakingFrame
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 
@@ -256,6 +261,56 @@ async def test_a_backchannel_pauses_the_agent_but_does_not_cut_the_reply() -> No
     await leg.until(lambda: leg.frames_played * 20 >= full_ms - 100 and leg.buffered_ms == 0, within=20)
     leg.end("remote hangup")
     result = await task
+    assert leg.clears == clears and not result.heard, "the reply was paused, never cut"
+    assert [m.content for m in agent_brain.history if m.role == "assistant"] == [reply]
+    assert len(llm.calls) == 1 and call.backchannels.dropped == ["okay"], "a backchannel is not a turn"
+
+
+class _StallsInSpeech(ScriptedSTTService):
+    """A busy machine: once the caller starts speaking over the agent (the VAD's second speech start, the first
+    being their question), their audio is held up `stall_s` on its way to the VAD, then goes on, late."""
+
+    def __init__(self, script: list[str], stall_s: float) -> None:
+        super().__init__(script, delay_s=0.05)
+        self._stall_s = stall_s
+        self._starts = 0
+        self._armed = False
+        self.stalled = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._starts += 1
+            self._armed = self._starts == 2
+        elif isinstance(frame, InputAudioRawFrame) and self._armed:
+            self._armed = False
+            self.stalled += 1
+            await asyncio.sleep(self._stall_s)
+        await super().process_frame(frame, direction)
+
+
+async def test_a_backchannel_the_vad_hears_late_still_does_not_cut_the_reply() -> None:
+    """As above, but the pipeline falls 0.9 s behind the caller's audio while they say "okay": the VAD hears
+    their speech stop well after `min_barge_in_s` of wall-clock time has passed (before, that made it a barge-in
+    and cut the reply). The caller spoke for less than that, by when their audio arrived."""
+    leg = FakeLeg()
+    reply = "Our hours are eleven to ten on weekdays and noon to eleven on weekends, every week of the year."
+    llm = scripted(reply)
+    agent_brain = brain(agent(greeting=None), deps(llm), channel="voice")
+    stt = _StallsInSpeech(["when are you open", "okay"], stall_s=0.9)
+    tts = ScriptedTTSService(ms_per_char=40.0)
+    call = VoiceCall(leg, Actions(leg), agent_brain, stt=stt, tts=tts,
+                     settings=VoiceSettings(idle_s=30))  # fmt: skip
+    task = asyncio.create_task(run_call(call, within=30))
+    leg.feed(np.concatenate((silence(0.3), _speech_8k("When are you open?"), silence(0.2))))
+    await leg.until(lambda: leg.frames_played > 50, within=15)
+    clears = leg.clears
+    await leg.speak(np.concatenate((_speech_8k("Okay."), silence(0.5))))
+    full_ms = tts.duration_ms(reply)
+    await leg.until(lambda: leg.frames_played * 20 >= full_ms - 100 and leg.buffered_ms == 0, within=20)
+    leg.end("remote hangup")
+    result = await task
+    assert stt.stalled == 1
+    assert (call.turn_start.backchannels, call.turn_start.barge_ins) == (1, 0)
     assert leg.clears == clears and not result.heard, "the reply was paused, never cut"
     assert [m.content for m in agent_brain.history if m.role == "assistant"] == [reply]
     assert len(llm.calls) == 1 and call.backchannels.dropped == ["okay"], "a backchannel is not a turn"

@@ -70,7 +70,7 @@ from runtime.events import ConversationEvent
 from runtime.events import transfer as transfer_event
 from runtime.voice.brain_processor import BrainProcessor, TurnListener, TurnRecord, replace_last_reply
 from runtime.voice.early_vad import EarlySpeechSileroVAD
-from runtime.voice.heard_time import HeardTimeUserAggregator, heard_at
+from runtime.voice.heard_time import HeardTimeline, HeardTimeUserAggregator, heard_at
 from runtime.voice.keypad import KeypadCollector, as_user_text
 from runtime.voice.turn_start import (
     DEFAULT_MIN_BARGE_IN_S,
@@ -242,11 +242,13 @@ class VoiceCall(TurnListener):
         self._preparing: list[asyncio.Task[None]] = []  # `_prepare_in_model` tasks, kept referenced until done
         self._prepared = ""  # the words the model was last asked to prepare a turn for (this turn's)
         self.backchannels = BackchannelFilter()
+        self.heard = HeardTimeline()  # how far the VAD has got through the caller's audio
         self.turn_start = BackchannelAwareTurnStart(
             hold=self.transport.output().hold,
             release=self.transport.output().release,
             on_backchannel=self.backchannels.drop_next,
             min_barge_in_s=self.settings.min_barge_in_s,
+            timeline=self.heard,
         )
         self.turn_stop = self._turn_stop(turn_detector)
         self.vad = EarlySpeechSileroVAD(
@@ -268,6 +270,7 @@ class VoiceCall(TurnListener):
                     stop=[self.turn_stop],
                 ),
             ),
+            timeline=self.heard,
         )
         self.brain_processor = BrainProcessor(brain, self)
         self.worker = PipelineWorker(
@@ -447,8 +450,7 @@ class VoiceCall(TurnListener):
         target = min(at, read)
 
         def behind() -> bool:
-            heard = self._user_turns.heard_until
-            return heard is None or heard < target
+            return not self.heard.analyzed(target)
 
         if not behind():
             return

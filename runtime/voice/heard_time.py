@@ -16,6 +16,7 @@ leg; a browser's discontinuous transmission): the time between frames is the cal
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -40,6 +41,23 @@ def heard_at(frame: Frame) -> float:
     return float(stamp) if stamp is not None else time.monotonic()
 
 
+@dataclass
+class HeardTimeline:
+    """How far the VAD has got through the caller's audio, in arrival times (monotonic seconds), for those who
+    must not decide ahead of it: the call waiting for it to catch up, the turn start timing a barge-in."""
+
+    analyzed_until: float | None = None  # when the latest audio frame the VAD analyzed arrived
+    last_stop: float | None = None  # when the audio of the latest stop the VAD decided arrived
+
+    def analyzed(self, at: float) -> bool:
+        """Whether the VAD has analyzed the caller's audio that arrived by `at`."""
+        return self.analyzed_until is not None and self.analyzed_until >= at
+
+    def stopped_within(self, start: float, end: float) -> bool:
+        """Whether the VAD heard the caller stop in [start, end), its stop frame perhaps still on its way."""
+        return self.last_stop is not None and start <= self.last_stop < end
+
+
 class HeardTimeUserAggregator(LLMUserAggregator):
     """pipecat's user aggregator, stamping the VAD frames it makes with `HEARD_AT`.
 
@@ -48,13 +66,20 @@ class HeardTimeUserAggregator(LLMUserAggregator):
     the one that completed it. The VAD frame is processed (reaches the turn strategies and the rest of the
     pipeline) later, after any audio queued ahead of it."""
 
-    def __init__(self, context: LLMContext, *, params: LLMUserAggregatorParams, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        context: LLMContext,
+        *,
+        params: LLMUserAggregatorParams,
+        timeline: HeardTimeline | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(context, params=params, **kwargs)
-        self.heard_until: float | None = None  # when the latest audio frame the VAD analyzed arrived (monotonic)
+        self.timeline = timeline if timeline is not None else HeardTimeline()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, InputAudioRawFrame):
-            self.heard_until = frame.metadata.get(ARRIVED_AT, time.monotonic())
+            self.timeline.analyzed_until = frame.metadata.get(ARRIVED_AT, time.monotonic())
         await super().process_frame(frame, direction)
 
     async def queue_frame(
@@ -65,6 +90,8 @@ class HeardTimeUserAggregator(LLMUserAggregator):
     ) -> None:
         if isinstance(frame, (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame)):
             # (the controller's stop after its audio idle timeout: when the last audio came, as it should be)
-            heard = self.heard_until if self.heard_until is not None else time.monotonic()
-            frame.metadata.setdefault(HEARD_AT, heard)
+            analyzed = self.timeline.analyzed_until
+            frame.metadata.setdefault(HEARD_AT, analyzed if analyzed is not None else time.monotonic())
+            if isinstance(frame, VADUserStoppedSpeakingFrame):
+                self.timeline.last_stop = heard_at(frame)
         await super().queue_frame(frame, direction, callback)

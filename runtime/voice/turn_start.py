@@ -18,7 +18,10 @@ be, and a short "mm-hmm" costs the caller a pause of about its own length, not t
 `early_speech()` (from `early_vad.EarlySpeechSileroVAD`, ~0.1 s after the onset) holds playback before
 the VAD's verdict; if the VAD has not confirmed speech within `EARLY_HOLD_S`, playback goes on.
 `min_barge_in_s` is measured from the VAD's speech start, and the VAD's stop lags the speech by its
-`stop_secs`, so it must cover the longest backchannel (~0.55 s of "mm-hmm") plus that lag.
+`stop_secs`, so it must cover the longest backchannel (~0.55 s of "mm-hmm") plus that lag. Both ends are the
+caller's time (when their audio arrived, `heard_time.py`), not when a busy pipeline's VAD got to it: the
+speech is a barge-in once the VAD has analyzed `min_barge_in_s` of it without hearing it stop (a VAD that fell
+behind during an "okay" would otherwise decide its stop after the wall-clock threshold, and cut the reply).
 
 Speech that starts again within `RESUMED_WITHIN_S` of the pause that ended the caller's turn (by when their
 audio arrived, `heard_time.py`) is no backchannel whatever its length: the agent has only just begun (its first
@@ -46,12 +49,14 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
 
-from runtime.voice.heard_time import heard_at
+from runtime.voice.heard_time import HeardTimeline, heard_at
 
 DEFAULT_MIN_BARGE_IN_S = 0.65
 RESUMED_WITHIN_S = 0.8  # speech again this soon after the VAD's stop that ended the turn: the caller goes on
 EARLY_HOLD_S = 0.5  # an early hold the VAD does not confirm within this is let go (a cough, a click)
 BACKCHANNEL_TRANSCRIPT_WAIT_S = 3.0  # a backchannel's transcript arrives within this, or never
+CATCH_UP_WAIT_S = 2.0  # the longest a barge-in waits for the VAD to analyze the caller's audio up to its threshold
+CATCH_UP_POLL_S = 0.02  # one frame of the caller's audio
 
 
 class BackchannelFilter(FrameProcessor):
@@ -88,11 +93,13 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
         release: Callable[[], None],
         on_backchannel: Callable[[], None] | None = None,
         min_barge_in_s: float = DEFAULT_MIN_BARGE_IN_S,
+        timeline: HeardTimeline | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._hold, self._release, self._on_backchannel = hold, release, on_backchannel
         self.min_barge_in_s = min_barge_in_s
+        self._timeline = timeline  # the VAD's progress through the caller's audio (without it: wall-clock time)
         self.bot_speaking = False
         self.backchannels = 0  # speech while the agent talked that was too short to take the floor
         self.barge_ins = 0
@@ -119,11 +126,11 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
                 return ProcessFrameResult.STOP
             await self._cancel_pending()
             self._hold()
-            self._pending = self.task_manager.create_task(self._sustained(), "barge-in-wait")
+            self._pending = self.task_manager.create_task(self._sustained(heard_at(frame)), "barge-in-wait")
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             # Only a pause while the agent was silent can have ended the caller's turn (not a backchannel's end)
             self._stopped_at = None if self.bot_speaking else heard_at(frame)
-            if self._pending is not None and not self._pending.done():
+            if self._pending is not None:  # still timing it, or done having seen this stop coming: a backchannel
                 self.backchannels += 1
                 await self._cancel_pending()
                 self._release()
@@ -150,8 +157,20 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
         if task is not None and not task.done():
             await self.task_manager.cancel_task(task)
 
-    async def _sustained(self) -> None:
-        await asyncio.sleep(self.min_barge_in_s)
+    async def _sustained(self, since: float) -> None:
+        """A barge-in, unless the VAD hears the speech that started at `since` (arrival time) stop within
+        `min_barge_in_s` of it; then this returns, and the stop on its way calls it a backchannel."""
+        threshold = since + self.min_barge_in_s
+        await asyncio.sleep(max(0.0, threshold - time.monotonic()))
+        timeline = self._timeline
+        if timeline is not None:
+            waited = 0.0
+            # polled: only while speech is held over the agent, and the VAD moves on every 20 ms frame
+            while not timeline.analyzed(threshold) and waited < CATCH_UP_WAIT_S:
+                await asyncio.sleep(CATCH_UP_POLL_S)
+                waited += CATCH_UP_POLL_S
+            if timeline.stopped_within(since, threshold):
+                return
         self._pending = None
         self.barge_ins += 1
         await self.trigger_user_turn_started()  # pipecat interrupts: the held audio is cleared
