@@ -684,11 +684,14 @@ async def test_a_word_right_after_the_pause_takes_the_floor_even_when_the_vad_he
     """As above, but the pipeline falls a second behind the caller's audio during their pause (seen in CI under
     load: the VAD decided "please?" 1.5 s after the stop, so it was taken for a short barge-in over a reply
     already heard: a backchannel, its words dropped). The caller still paused only 0.5 s: the pause is measured
-    in when their audio arrived, not in when the VAD got to it."""
+    in when their audio arrived, not in when the VAD got to it. Nor is the cut-off turn recorded on its own: when
+    the call settles whether it stands, RESUMED_WITHIN_S after the pause by the wall clock, the VAD has not yet
+    heard "please?", and the call waits for it to catch up (`_until_heard`) before it decides."""
     reply = "Sure, let me find someone who can help you with that right away."
     tts = ScriptedTTSService()  # 30 ms a character: the reply plays for ~2 s
     stt = _FallsBehind(["Can I talk to a person?", "please?"], stall_s=1.0)
-    call, leg, _ = smart_turn_voice([reply, "Sure."], [], tts, stt=stt)
+    listener = Listener()
+    call, leg, _ = smart_turn_voice([reply, "Sure."], [], tts, listener, stt=stt)
     task = asyncio.create_task(run_call(call))
     speech = [_speech_8k("Can I talk to a person"), silence(0.5), _speech_8k("please?"), silence(3.0)]
     await leg.speak(np.concatenate([silence(0.5), *speech]))
@@ -704,6 +707,7 @@ async def test_a_word_right_after_the_pause_takes_the_floor_even_when_the_vad_he
     (first,) = cut
     assert first.speech_end_heard is not None and first.resumed_heard is not None
     assert first.resumed_heard - first.speech_end_heard <= RESUMED_WITHIN_S
+    assert [t.user_text for t in listener.finished] == ["Can I talk to a person? please?"], "recorded once, whole"
 
 
 async def test_a_turn_the_caller_cut_off_as_they_hung_up_is_still_recorded() -> None:
