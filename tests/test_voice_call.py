@@ -266,28 +266,6 @@ async def test_a_backchannel_pauses_the_agent_but_does_not_cut_the_reply() -> No
     assert len(llm.calls) == 1 and call.backchannels.dropped == ["okay"], "a backchannel is not a turn"
 
 
-class _StallsInSpeech(ScriptedSTTService):
-    """A busy machine: once the caller starts speaking over the agent (the VAD's second speech start, the first
-    being their question), their audio is held up `stall_s` on its way to the VAD, then goes on, late."""
-
-    def __init__(self, script: list[str], stall_s: float) -> None:
-        super().__init__(script, delay_s=0.05)
-        self._stall_s = stall_s
-        self._starts = 0
-        self._armed = False
-        self.stalled = 0
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, VADUserStartedSpeakingFrame):
-            self._starts += 1
-            self._armed = self._starts == 2
-        elif isinstance(frame, InputAudioRawFrame) and self._armed:
-            self._armed = False
-            self.stalled += 1
-            await asyncio.sleep(self._stall_s)
-        await super().process_frame(frame, direction)
-
-
 async def test_a_backchannel_the_vad_hears_late_still_does_not_cut_the_reply() -> None:
     """As above, but the pipeline falls 0.9 s behind the caller's audio while they say "okay": the VAD hears
     their speech stop well after `min_barge_in_s` of wall-clock time has passed (before, that made it a barge-in
@@ -296,7 +274,9 @@ async def test_a_backchannel_the_vad_hears_late_still_does_not_cut_the_reply() -
     reply = "Our hours are eleven to ten on weekdays and noon to eleven on weekends, every week of the year."
     llm = scripted(reply)
     agent_brain = brain(agent(greeting=None), deps(llm), channel="voice")
-    stt = _StallsInSpeech(["when are you open", "okay"], stall_s=0.9)
+    # stalled from the caller's second speech start (the first is their question): as they say "okay"
+    stt = _FallsBehind(["when are you open", "okay"], stall_s=0.9, after=VADUserStartedSpeakingFrame, nth=2,
+                       delay_s=0.05)  # fmt: skip
     tts = ScriptedTTSService(ms_per_char=40.0)
     call = VoiceCall(leg, Actions(leg), agent_brain, stt=stt, tts=tts,
                      settings=VoiceSettings(idle_s=30))  # fmt: skip
@@ -661,18 +641,23 @@ async def test_a_word_right_after_the_pause_takes_the_floor_from_a_reply_that_ha
 
 
 class _FallsBehind(ScriptedSTTService):
-    """A busy machine: after the VAD's first stop, the caller's audio is held up `stall_s` on its way to the VAD
-    (behind this processor, as behind any slow one), then goes on, late."""
+    """A busy machine: after the `nth` VAD frame of type `after`, the caller's audio is held up `stall_s` on its
+    way to the VAD (behind this processor, as behind any slow one), then goes on, late."""
 
-    def __init__(self, script: list[str], stall_s: float) -> None:
-        super().__init__(script)
-        self._stall_s = stall_s
+    def __init__(
+        self, script: list[str], stall_s: float, after: type[Frame] = VADUserStoppedSpeakingFrame, nth: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(script, **kwargs)
+        self._stall_s, self._after, self._nth = stall_s, after, nth
+        self._seen = 0
         self._armed = False
         self.stalled = 0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, VADUserStoppedSpeakingFrame) and not self.stalled:
-            self._armed = True
+        if isinstance(frame, self._after):
+            self._seen += 1
+            self._armed = self._seen == self._nth
         elif isinstance(frame, InputAudioRawFrame) and self._armed:
             self._armed = False
             self.stalled += 1
