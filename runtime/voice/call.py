@@ -92,7 +92,6 @@ SETTLE_MARGIN_S = 1.0
 SETTLE_S = 0.1  # for the interruption to reach the brain after the speech that caused it
 SETTLE_POLL_S = 0.25
 HEARD_WAIT_S = 3.0  # the longest the VAD is waited for to catch up with the caller's audio
-HEARD_POLL_S = 0.02  # one frame of the caller's audio
 TRANSFER_FAILED = "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
 
 
@@ -448,17 +447,9 @@ class VoiceCall(TurnListener):
         if read is None:
             return  # no audio yet: nothing to be behind on
         target = min(at, read)
-
-        def behind() -> bool:
-            return not self.heard.analyzed(target)
-
-        if not behind():
+        if self.heard.analyzed(target):
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(HEARD_WAIT_S):
-                # polled: it moves on every 20 ms frame, and an event set for each would cost every call
-                while behind() and not self.leg.ended:  # noqa: ASYNC110
-                    await asyncio.sleep(HEARD_POLL_S)
+        await self.heard.until_analyzed(target, HEARD_WAIT_S, gave_up=lambda: self.leg.ended)
         await asyncio.sleep(SETTLE_S)
 
     # --- the call ------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ leg; a browser's discontinuous transmission): the time between frames is the cal
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ from pipecat.processors.frame_processor import FrameCallback, FrameDirection
 
 from pipeline.voice.transport import ARRIVED_AT
 
+ANALYZED_POLL_S = 0.02  # one frame of the caller's audio
 HEARD_AT = "flowyte.heard_at"  # a VAD frame's metadata: when the audio it was decided on arrived (monotonic)
 
 
@@ -52,6 +55,14 @@ class HeardTimeline:
     def analyzed(self, at: float) -> bool:
         """Whether the VAD has analyzed the caller's audio that arrived by `at`."""
         return self.analyzed_until is not None and self.analyzed_until >= at
+
+    async def until_analyzed(self, at: float, within: float, gave_up: Callable[[], bool] = lambda: False) -> None:
+        """Until the VAD has analyzed the caller's audio that arrived by `at`; at most `within` seconds, or until
+        `gave_up()`. Polled: it moves on every 20 ms frame, and an event set for each would cost every call."""
+        waited = 0.0
+        while not self.analyzed(at) and waited < within and not gave_up():
+            await asyncio.sleep(ANALYZED_POLL_S)
+            waited += ANALYZED_POLL_S
 
     def stopped_within(self, start: float, end: float) -> bool:
         """Whether the VAD heard the caller stop in [start, end), its stop frame perhaps still on its way."""

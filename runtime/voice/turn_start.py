@@ -56,7 +56,6 @@ RESUMED_WITHIN_S = 0.8  # speech again this soon after the VAD's stop that ended
 EARLY_HOLD_S = 0.5  # an early hold the VAD does not confirm within this is let go (a cough, a click)
 BACKCHANNEL_TRANSCRIPT_WAIT_S = 3.0  # a backchannel's transcript arrives within this, or never
 CATCH_UP_WAIT_S = 2.0  # the longest a barge-in waits for the VAD to analyze the caller's audio up to its threshold
-CATCH_UP_POLL_S = 0.02  # one frame of the caller's audio
 
 
 class BackchannelFilter(FrameProcessor):
@@ -164,11 +163,7 @@ class BackchannelAwareTurnStart(BaseUserTurnStartStrategy):
         await asyncio.sleep(max(0.0, threshold - time.monotonic()))
         timeline = self._timeline
         if timeline is not None:
-            waited = 0.0
-            # polled: only while speech is held over the agent, and the VAD moves on every 20 ms frame
-            while not timeline.analyzed(threshold) and waited < CATCH_UP_WAIT_S:
-                await asyncio.sleep(CATCH_UP_POLL_S)
-                waited += CATCH_UP_POLL_S
+            await timeline.until_analyzed(threshold, CATCH_UP_WAIT_S)
             if timeline.stopped_within(since, threshold):
                 return
         self._pending = None
