@@ -27,7 +27,10 @@ paced μ-law RTP, silence between them, and timestamps every agent RTP packet on
    pipecat, the output transport and the 20 ms RTP pacer.
 4. Memory: the real server's VmRSS before any call, after the warm-up with no call up, with 1, 2, 4 calls
    up at once (each greeted and answered once), and after each of back-to-back calls for ``--soak``
-   seconds; the least-squares slope of RSS over cumulative call time, in MB per call-hour.
+   seconds; the least-squares slope of RSS over cumulative call time, in MB per call-hour. Beside each
+   soak sample the server reports what holds its memory (SIGUSR1, voice_server.memory_report): the LLM
+   engine's saved KV states, bounded by its config, so RSS less them tells a cache filling from a leak;
+   glibc's heap in use and free (mallinfo2), telling a leak from fragmentation; Python's allocated blocks.
 
 Prints the figures, writes benchmarks/results/voice_latency.json and voice_latency.png. Timings are
 reported, never asserted.
@@ -107,9 +110,14 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples, dtype=np.float64), q)) if samples else float("nan")
 
 
-def rss_mb(pid: int) -> float:
+MB = 1 << 20
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A resident-memory line of /proc/<pid>/status in MB: VmRSS, or its parts RssAnon (the heap and other
+    private memory) and RssFile (mapped files: the models' pages that have been read)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -141,6 +149,14 @@ class Server:
 
     def rss(self) -> float:
         return rss_mb(self.pid)
+
+    async def holdings(self) -> dict[str, Any]:
+        """The server's own account of what holds memory (voice_server.memory_report), asked for by SIGUSR1."""
+        assert self.process.stdout is not None
+        self.process.send_signal(signal.SIGUSR1)
+        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), 10.0)
+        report: dict[str, Any] = json.loads(line)
+        return {**report, "rss_anon_mb": rss_mb(self.pid, "RssAnon"), "rss_file_mb": rss_mb(self.pid, "RssFile")}
 
 
 def spawn(command: list[str], log: Path) -> subprocess.Popen[str]:
@@ -313,6 +329,7 @@ async def concurrency(calls: Calls, server: Server, levels: Sequence[int], rng: 
 async def soak(calls: Calls, server: Server, seconds: float, rng: random.Random) -> dict[str, Any]:
     """Back-to-back calls (greeting, one question, answer, hang-up) for ``seconds``; RSS after each."""
     samples: list[tuple[float, float]] = []  # (cumulative call seconds, RSS MB with no call up)
+    holdings: list[dict[str, Any]] = []  # beside each sample: what the server says holds its memory
     call_s = 0.0
     end = time.monotonic() + seconds
     turns: list[Turn] = []
@@ -322,8 +339,14 @@ async def soak(calls: Calls, server: Server, seconds: float, rng: random.Random)
         call_s += time.monotonic() - started
         await asyncio.sleep(0.3)  # the hang-up reaches the server and the call's tasks end
         samples.append((call_s, server.rss()))
+        holdings.append(await server.holdings())
     warm = samples[min(2, len(samples) - 1) :]  # allocator arenas and caches settle over the first calls
     later = samples[len(samples) // 2 :]  # what is left once every cache has had half the run to fill
+    half = len(samples) // 2
+    # RSS less the LLM's saved KV states: those are bounded by the engine's config (cache_bytes), so RSS that
+    # grows only with them is a cache filling, not a leak.
+    without_cache = [(t, rss - h["llm_saved_bytes"] / MB) for (t, rss), h in zip(samples, holdings, strict=True)]
+    heap = [(t, h["heap"]["in_use"] / MB) for (t, _), h in zip(samples, holdings, strict=True) if h["heap"]]
     return {
         "seconds": seconds,
         "calls": len(samples),
@@ -333,7 +356,11 @@ async def soak(calls: Calls, server: Server, seconds: float, rng: random.Random)
         "mb_per_call_hour": mb_per_call_hour(samples),
         "mb_per_call_hour_after_2_calls": mb_per_call_hour(warm),
         "mb_per_call_hour_second_half": mb_per_call_hour(later),
+        "llm_saved_mb_first_last": [h["llm_saved_bytes"] / MB for h in (holdings[0], holdings[-1])] if holdings else [],
+        "mb_per_call_hour_second_half_without_llm_cache": mb_per_call_hour(without_cache[half:]),
+        "heap_in_use_mb_per_call_hour_second_half": mb_per_call_hour(heap[half:]),
         "samples": samples,
+        "holdings": holdings,
         "v2v_ms": [t.v2v_ms for t in turns],
     }
 
@@ -619,6 +646,26 @@ def report_memory(m: dict[str, Any]) -> None:
         f"{s['mb_per_call_hour_second_half']:.1f} over the second half)"
         f"{verdict(s['mb_per_call_hour_second_half'], GOALS['mb_per_call_hour'])}"
     )
+    if s["holdings"]:
+        first, last = s["holdings"][0], s["holdings"][-1]
+        print(
+            f"  the LLM's saved KV states {first['llm_saved_states']} -> {last['llm_saved_states']} "
+            f"({first['llm_saved_bytes'] / MB:.1f} -> {last['llm_saved_bytes'] / MB:.1f} MB, bounded by its config); "
+            f"RSS less them: {s['mb_per_call_hour_second_half_without_llm_cache']:.1f} MB/call-hour "
+            "over the second half"
+        )
+        if first["heap"] and last["heap"]:
+            print(
+                f"  glibc heap in use {first['heap']['in_use'] / MB:.1f} -> {last['heap']['in_use'] / MB:.1f} MB "
+                f"({s['heap_in_use_mb_per_call_hour_second_half']:.1f} MB/call-hour over the second half), "
+                f"free inside the arenas {first['heap']['free'] / MB:.1f} -> {last['heap']['free'] / MB:.1f} MB; "
+                f"Python blocks {first['python_blocks']} -> {last['python_blocks']}"
+            )
+        print(
+            f"  RSS of anonymous memory {first['rss_anon_mb']:.1f} -> {last['rss_anon_mb']:.1f} MB, "
+            f"of mapped files (the models' pages read so far) {first['rss_file_mb']:.1f} -> "
+            f"{last['rss_file_mb']:.1f} MB"
+        )
     print(
         "  (a short window: a few MB of allocator or cache growth extrapolates to a large per-call-hour figure;\n"
         "   read the slope as an upper bound on a leak, not a measurement of one)"
@@ -660,9 +707,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set(xlabel="ms", ylabel="barge-ins", title="barge-in: onset -> agent audio stops (goal p95 250)")
     ax = axes[1][1]
     soak = real["memory"]["soak"]
-    ax.plot([s[0] / 60 for s in soak["samples"]], [s[1] for s in soak["samples"]], "o-", label="after each call")
-    ax.set(xlabel="cumulative call-minutes", ylabel="VmRSS MB", title="server RSS over back-to-back calls")
-    ax.legend()
+    minutes = [s[0] / 60 for s in soak["samples"]]
+    ax.plot(minutes, [s[1] for s in soak["samples"]], ".-", label="RSS after each call")
+    saved = [h["llm_saved_bytes"] / MB for h in soak["holdings"]]
+    ax.plot(minutes, [s[1] - c for s, c in zip(soak["samples"], saved, strict=True)], ".-", label="RSS less LLM cache")
+    ax.set(xlabel="cumulative call-minutes", ylabel="MB", title="server memory over back-to-back calls")
+    ax.legend(fontsize=8, loc="upper left")
+    heap = [(m, h["heap"]["in_use"] / MB) for m, h in zip(minutes, soak["holdings"], strict=True) if h["heap"]]
+    if heap:
+        twin = ax.twinx()
+        twin.plot([m for m, _ in heap], [v for _, v in heap], ".-", color="tab:green", label="glibc heap in use")
+        twin.set(ylabel="heap in use MB")
+        twin.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"flowyte voice agent, loopback, {results['cpus']} cores (fake-model overhead p95 "
                  f"{fake['overhead_ms']['p95']:.0f} ms)")  # fmt: skip
     fig.tight_layout()

@@ -16,7 +16,8 @@ models: `ScriptedSTTService` (delay 0), `ScriptedLLM` (ttft 0), `ScriptedTTSServ
 left of a turn's latency is the runtime's own overhead plus the VAD and turn-end waits.
 
 Prints one JSON line on stdout once it listens - ``{"sip_port", "numbers": {"latency", "bargein", ...},
-"database", "pid"}`` - and serves until SIGTERM or SIGINT.
+"database", "pid"}`` - and serves until SIGTERM or SIGINT; on SIGUSR1 it prints one more line, of what holds
+its memory (`memory_report`).
 
     .venv/bin/python benchmarks/voice_server.py --data-dir /tmp/x [--models-from .flowyte] [--fake]
 """
@@ -45,7 +46,7 @@ from control_api.auth.keys import create_key
 from control_api.auth.scopes import ALL_SCOPES
 from control_api.billing import ledger
 from control_api.calls.admission import CallAdmission
-from control_api.calls.native_memory import freeze_startup_objects, limit_arenas
+from control_api.calls.native_memory import freeze_startup_objects, heap_usage, limit_arenas
 from control_api.calls.records import CallRecords
 from control_api.calls.session import AdmittedCall, CallHandler
 from control_api.calls.voice import SpeechModels, TurnWriter, VoiceAgent
@@ -58,6 +59,8 @@ from control_api.numbers.inbound import DatabaseNumberRouter
 from control_api.numbers.inventory import ensure_seeded
 from control_api.services import Services
 from control_api.settings import Settings, sqlite_url
+from pipeline.llm.local_llama import LlamaEngine
+from pipeline.llm.local_provider import LocalLlamaProvider
 from pipeline.llm.model_assets import QWEN_CODER_05B_Q4KM, link_assembled, runtime_model_path
 from pipeline.llm.scripted import ScriptedLLM
 from pipeline.voice.fakes import ScriptedSTTService, ScriptedTTSService
@@ -143,11 +146,25 @@ def fake_voice_agent(services: Services) -> CallHandler:
     return answer
 
 
+def memory_report(engine: LlamaEngine | None) -> dict[str, Any]:
+    """What holds memory beside the RSS the benchmark reads: the LLM engine's saved KV states (bounded by its
+    config), glibc's heap (in use vs freed but kept) and Python's allocated blocks. One JSON line on stdout
+    per SIGUSR1."""
+    entries, saved_bytes = engine.saved_states() if engine is not None else (0, 0)
+    return {
+        "llm_saved_states": entries,
+        "llm_saved_bytes": saved_bytes,
+        "heap": heap_usage(),
+        "python_blocks": sys.getallocatedblocks(),
+    }
+
+
 async def serve(args: argparse.Namespace) -> None:
     data_dir: Path = args.data_dir
     settings = Settings(data_dir=data_dir, database_url=sqlite_url(data_dir))
     engine = create_engine(settings.database_url)
     await migrate(engine)
+    llama: LlamaEngine | None = None  # the local LLM engine, for `memory_report`
     llm = ScriptedLLM([FAKE_ANSWER] * 100_000, ttft_s=0.0) if args.fake else None
     if not args.fake:
         link_assembled(Path(args.models_from), data_dir)
@@ -161,7 +178,8 @@ async def serve(args: argparse.Namespace) -> None:
         models = SpeechModels(data_dir)
         await models.preload()
         if isinstance(services.llm, LazyLLM):
-            await services.llm.provider()  # load the model now, not on the first caller's turn
+            provider = await services.llm.provider()  # load the model now, not on the first caller's turn
+            llama = provider.engine if isinstance(provider, LocalLlamaProvider) else None
         freeze_startup_objects()  # as `flowyte serve` does once the models are loaded
         handler = VoiceAgent(services, models, VoiceSettings(idle_s=300))
     assert services.meter is not None
@@ -175,6 +193,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(json.dumps(memory_report(llama)), flush=True))
     try:
         async with SipEdge(config, admission) as edge:
             ready = {"sip_port": edge.port, "numbers": numbers, "database": str(data_dir / "flowyte.db")}

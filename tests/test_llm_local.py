@@ -304,6 +304,12 @@ async def test_a_warmed_up_agent_evaluates_only_the_first_message_and_a_released
     await llm.release("call-1")
     assert [entry for entry in cache._entries.values() if entry.owner == "call-1"] == []
     assert llm.engine.covers(owned[0].tokens[:20]), "the shared prefixes stay"
+    kept = set(cache._entries)
+    await llm.warm_up([system], TOOLS)  # the agent's next call: its prefixes are there already
+    await llm.settled()
+    # Before: the warm-up kept whatever the model held (call-1's conversation, released) as a state nobody
+    # owns, one more after every call until the cache was full (~4 MB each; the soak's RSS steps).
+    assert set(cache._entries) == kept, "a warm-up keeps its prefixes' states, not the model's last conversation"
 
 
 async def test_a_conversation_that_outgrew_the_context_goes_on_at_the_cost_of_its_new_words() -> None:

@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from control_api.calls import native_memory
+
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim and mallopt are glibc's")
 
 # A "call" on a worker thread allocates 2 KB blocks (malloc, as the inference runtimes do) and frees all but
@@ -97,3 +99,17 @@ def test_release_after_call_frees_what_the_calls_cycles_held() -> None:
     got = run("-", CYCLE)
     assert got["frozen"] > 1000  # the modules and objects alive at startup
     assert got["before"] - got["after"] > 150, got
+
+
+@glibc
+def test_heap_usage_tells_memory_in_use_from_memory_freed() -> None:
+    before = native_memory.heap_usage()
+    assert before is not None
+    blocks = [bytearray(2048) for _ in range(50_000)]  # ~100 MB from malloc (pymalloc takes only <= 512 bytes)
+    held = native_memory.heap_usage()
+    del blocks
+    freed = native_memory.heap_usage()
+    assert held is not None and freed is not None
+    mb = 1 << 20
+    assert held["in_use"] - before["in_use"] > 95 * mb, (before, held)
+    assert abs(freed["in_use"] - before["in_use"]) < 5 * mb, (before, freed)

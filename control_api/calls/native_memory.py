@@ -55,6 +55,28 @@ def _libc() -> Any | None:
     return libc
 
 
+class _Mallinfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (<malloc.h>, glibc 2.33 and later): every field a size_t."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")
+    ]  # fmt: skip
+
+
+def heap_usage() -> dict[str, int] | None:
+    """glibc's own account of the heap, summed over every arena (`mallinfo2`), in bytes: `in_use` (allocated
+    and not freed), `free` (freed but kept inside the arenas), `mapped` (large blocks in their own mmap). RSS
+    that grows while `in_use` stays flat is fragmentation, not a leak. None when not on glibc 2.33+."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _Mallinfo2
+    info = libc.mallinfo2()
+    return {"in_use": info.uordblks + info.hblkhd, "free": info.fordblks, "mapped": info.hblkhd}
+
+
 def limit_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
     """Cap glibc's malloc arenas at `arenas` for threads that start allocating from now on; False when not
     on glibc or refused."""

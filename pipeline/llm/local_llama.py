@@ -219,13 +219,20 @@ class LlamaEngine:
                     emit(exc)
             finally:
                 self.stats.turns += 1
-                if llm is not None:  # the conversation's state, for its next turn
-                    self.save_state(llm, owner=None if request.warm_only else request.settings.prompt_cache_key)
+                # The conversation's state, for its next turn. Not after a warm-up: it kept its prefixes' states
+                # (`remember`), and the model may still hold the last call's conversation, which kept here
+                # would belong to no one and outlive that call (~4 MB each, until the cache was full).
+                if llm is not None and not request.warm_only:
+                    self.save_state(llm, owner=request.settings.prompt_cache_key)
 
     def forget(self, owner: str) -> int:
         """Drop the states kept for one conversation (`prompt_cache_key`); on the worker, like all cache use."""
         with self._lock:
             return self._cache.drop_owner(owner)
+
+    def saved_states(self) -> tuple[int, int]:
+        """How many KV states the cache keeps, and their bytes (for benchmarks: RSS that is bounded by design)."""
+        return len(self._cache), self._cache.size_bytes
 
     def tokenize(self, llm: Llama, text: str) -> Tokens:
         return as_tokens(llm.tokenize(text.encode(), add_bos=False, special=True))
