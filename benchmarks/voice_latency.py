@@ -165,11 +165,12 @@ def spawn(command: list[str], log: Path) -> subprocess.Popen[str]:
 
 
 @asynccontextmanager
-async def voice_server(workdir: Path, name: str, *, fake: bool) -> AsyncIterator[Server]:
+async def voice_server(workdir: Path, name: str, *, fake: bool, trace: bool = False) -> AsyncIterator[Server]:
     """A fresh voice_server.py on its own database under ``workdir/name``; stopped with SIGTERM."""
     data = workdir / name
     log = workdir / f"{name}-server.log"
     command = [sys.executable, str(SERVER), "--data-dir", str(data)] + (["--fake"] if fake else [])
+    command += ["--trace-python"] if trace else []
     process = spawn(command, log)
     try:
         assert process.stdout is not None
@@ -530,10 +531,11 @@ def holds_answer(question: str, reply: str) -> bool:
 
 async def run_fake(args: argparse.Namespace, workdir: Path, speech: Speech, rng: random.Random) -> dict[str, Any]:
     print("... instant fakes: starting the --fake server", flush=True)
-    async with voice_server(workdir, "fake", fake=True) as server:
+    async with voice_server(workdir, "fake", fake=True, trace=args.trace_python) as server:
         calls = Calls(server, speech, "6505")
         await calls.conversation([QUESTIONS[0]])  # warm-up
         turns = await latency_turns(calls, args.fake_calls, args.questions, rng)
+        soaked = await soak(calls, server, args.fake_soak, rng) if args.fake_soak else None
         database = server.database
     waits_ms = 1000 * (VAD_STOP_S + TURN_TIMEOUT_S)
     v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
@@ -545,6 +547,7 @@ async def run_fake(args: argparse.Namespace, workdir: Path, speech: Speech, rng:
         "samples_ms": v2v,
         "parts_ms": {key: stats([r[key] for r in rows if r[key] is not None]) for key in (*RECEIPT_TIMINGS, "restMs")},
         "unanswered_turns": sum(t.v2v_ms is None for t in turns),
+        "soak": soaked,
     }
 
 
@@ -625,6 +628,9 @@ def report_fake(fake: dict[str, Any]) -> None:
     print(line("minus the VAD stop + turn timeout", o, verdict(o["p95"], GOALS["overhead_p95_ms"])))
     for key, s in fake["parts_ms"].items():
         print(line(f"server receipt {key}", s))
+    if fake["soak"]:
+        print("  memory of the fake server (no models):")
+        report_soak(fake["soak"], goal=False)
 
 
 def report_memory(m: dict[str, Any]) -> None:
@@ -638,34 +644,47 @@ def report_memory(m: dict[str, Any]) -> None:
     for c in m["concurrent"]:
         per = (c["rss_mb"] - base) / c["calls"]
         print(f"  {c['calls']} calls up: {c['rss_mb']:.1f} MB ({per:+.1f} MB per call over idle)")
-    s = m["soak"]
+    report_soak(m["soak"], goal=True)
+
+
+def report_soak(s: dict[str, Any], *, goal: bool) -> None:
+    """The back-to-back calls: RSS's slope, and what the server said holds its memory, first -> last."""
     print(
         f"  back-to-back: {s['calls']} calls, {s['call_hours'] * 60:.1f} call-minutes, RSS {s['rss_first_mb']:.1f} -> "
         f"{s['rss_last_mb']:.1f} MB; slope {s['mb_per_call_hour']:.1f} MB/call-hour "
         f"({s['mb_per_call_hour_after_2_calls']:.1f} after the first 2 calls, "
         f"{s['mb_per_call_hour_second_half']:.1f} over the second half)"
-        f"{verdict(s['mb_per_call_hour_second_half'], GOALS['mb_per_call_hour'])}"
+        + (verdict(s["mb_per_call_hour_second_half"], GOALS["mb_per_call_hour"]) if goal else "")
     )
-    if s["holdings"]:
-        first, last = s["holdings"][0], s["holdings"][-1]
+    if not s["holdings"]:
+        return
+    first, last = s["holdings"][0], s["holdings"][-1]
+    print(
+        f"  the LLM's saved KV states {first['llm_saved_states']} -> {last['llm_saved_states']} "
+        f"({first['llm_saved_bytes'] / MB:.1f} -> {last['llm_saved_bytes'] / MB:.1f} MB, bounded by its config); "
+        f"RSS less them: {s['mb_per_call_hour_second_half_without_llm_cache']:.1f} MB/call-hour over the second half"
+    )
+    if first["heap"] and last["heap"]:
         print(
-            f"  the LLM's saved KV states {first['llm_saved_states']} -> {last['llm_saved_states']} "
-            f"({first['llm_saved_bytes'] / MB:.1f} -> {last['llm_saved_bytes'] / MB:.1f} MB, bounded by its config); "
-            f"RSS less them: {s['mb_per_call_hour_second_half_without_llm_cache']:.1f} MB/call-hour "
-            "over the second half"
+            f"  glibc heap in use {first['heap']['in_use'] / MB:.1f} -> {last['heap']['in_use'] / MB:.1f} MB "
+            f"({s['heap_in_use_mb_per_call_hour_second_half']:.1f} MB/call-hour over the second half), "
+            f"free inside the arenas {first['heap']['free'] / MB:.1f} -> {last['heap']['free'] / MB:.1f} MB"
         )
-        if first["heap"] and last["heap"]:
-            print(
-                f"  glibc heap in use {first['heap']['in_use'] / MB:.1f} -> {last['heap']['in_use'] / MB:.1f} MB "
-                f"({s['heap_in_use_mb_per_call_hour_second_half']:.1f} MB/call-hour over the second half), "
-                f"free inside the arenas {first['heap']['free'] / MB:.1f} -> {last['heap']['free'] / MB:.1f} MB; "
-                f"Python blocks {first['python_blocks']} -> {last['python_blocks']}"
-            )
+    if first["sqlite_bytes"] is not None:
+        print(f"  SQLite {first['sqlite_bytes'] / MB:.1f} -> {last['sqlite_bytes'] / MB:.1f} MB (page caches, bounded)")
+    print(
+        f"  Python blocks {first['python_blocks']} -> {last['python_blocks']}; RSS of anonymous memory "
+        f"{first['rss_anon_mb']:.1f} -> {last['rss_anon_mb']:.1f} MB, of mapped files (the models' pages read) "
+        f"{first['rss_file_mb']:.1f} -> {last['rss_file_mb']:.1f} MB"
+    )
+    if "python_traced_bytes" in last:
         print(
-            f"  RSS of anonymous memory {first['rss_anon_mb']:.1f} -> {last['rss_anon_mb']:.1f} MB, "
-            f"of mapped files (the models' pages read so far) {first['rss_file_mb']:.1f} -> "
-            f"{last['rss_file_mb']:.1f} MB"
+            f"  Python allocations (tracemalloc) {first['python_traced_bytes'] / MB:.2f} -> "
+            f"{last['python_traced_bytes'] / MB:.2f} MB; grown most since the first call:"
         )
+        for grown in last["python_grown"][:5]:
+            where = " <- ".join(line.strip() for line in grown["at"][0::2][:3])  # the allocating frame, callers
+            print(f"    {grown['bytes'] / 1024:+9.1f} KiB {grown['count']:+6d} blocks  {where}")
     print(
         "  (a short window: a few MB of allocator or cache growth extrapolates to a large per-call-hour figure;\n"
         "   read the slope as an upper bound on a leak, not a measurement of one)"
@@ -757,6 +776,10 @@ def main() -> None:
     parser.add_argument("--fake-calls", type=int, default=4, help="latency calls on the --fake server")
     parser.add_argument("--levels", default="1,2,4", help="concurrent calls for the memory step")
     parser.add_argument("--soak", type=float, default=240.0, help="seconds of back-to-back calls")
+    parser.add_argument("--fake-soak", type=float, default=0.0, help="seconds of back-to-back calls on the --fake "
+                        "server (its memory without the models)")  # fmt: skip
+    parser.add_argument("--trace-python", action="store_true", help="the --fake server traces its Python "
+                        "allocations (tracemalloc): the soak reports what grew, by line")  # fmt: skip
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", choices=("real", "fake"), help="one of the two servers (no plot)")
     args = parser.parse_args()

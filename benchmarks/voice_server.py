@@ -17,7 +17,7 @@ left of a turn's latency is the runtime's own overhead plus the VAD and turn-end
 
 Prints one JSON line on stdout once it listens - ``{"sip_port", "numbers": {"latency", "bargein", ...},
 "database", "pid"}`` - and serves until SIGTERM or SIGINT; on SIGUSR1 it prints one more line, of what holds
-its memory (`memory_report`).
+its memory (`MemoryReport`).
 
     .venv/bin/python benchmarks/voice_server.py --data-dir /tmp/x [--models-from .flowyte] [--fake]
 """
@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
+import linecache
 import logging
 import os
 import random
 import secrets
 import signal
 import sys
+import tracemalloc
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -141,22 +145,57 @@ def fake_voice_agent(services: Services) -> CallHandler:
         tts = ScriptedTTSService(sample_rate=leg.sample_rate, ttfb_s=0.0)
         settings = VoiceSettings(idle_s=300, max_call_s=3600)
         result = await VoiceCall(leg, leg, brain, stt=stt, tts=tts, listener=writer, settings=settings).run()
+        if isinstance(services.llm, ScriptedLLM):
+            services.llm.calls.clear()  # the fake records every request for tests; nobody reads them here
         return result.outcome
 
     return answer
 
 
-def memory_report(engine: LlamaEngine | None) -> dict[str, Any]:
+@cache
+def _sqlite_library() -> Any | None:
+    """The SQLite library Python's sqlite3 module is linked to (one per process), for its memory counter."""
+    try:
+        library = ctypes.CDLL("libsqlite3.so.0")
+    except OSError:
+        return None
+    library.sqlite3_memory_used.restype = ctypes.c_int64
+    return library
+
+
+class MemoryReport:
     """What holds memory beside the RSS the benchmark reads: the LLM engine's saved KV states (bounded by its
-    config), glibc's heap (in use vs freed but kept) and Python's allocated blocks. One JSON line on stdout
-    per SIGUSR1."""
-    entries, saved_bytes = engine.saved_states() if engine is not None else (0, 0)
-    return {
-        "llm_saved_states": entries,
-        "llm_saved_bytes": saved_bytes,
-        "heap": heap_usage(),
-        "python_blocks": sys.getallocatedblocks(),
-    }
+    config), glibc's heap (in use vs freed but kept), SQLite's page caches, Python's allocated blocks and,
+    with ``trace``, the Python allocations that grew most since the first report (tracemalloc, by line; it
+    slows every allocation down, so only for the fake server). One JSON line on stdout per SIGUSR1."""
+
+    def __init__(self, engine: LlamaEngine | None, *, trace: bool) -> None:
+        self.engine = engine
+        self.first: tracemalloc.Snapshot | None = None
+        if trace:
+            tracemalloc.start(8)
+
+    def __call__(self) -> dict[str, Any]:
+        entries, saved_bytes = self.engine.saved_states() if self.engine is not None else (0, 0)
+        sqlite = _sqlite_library()
+        report: dict[str, Any] = {
+            "llm_saved_states": entries,
+            "llm_saved_bytes": saved_bytes,
+            "heap": heap_usage(),
+            "sqlite_bytes": int(sqlite.sqlite3_memory_used()) if sqlite is not None else None,
+            "python_blocks": sys.getallocatedblocks(),
+        }
+        if tracemalloc.is_tracing():
+            ours = [tracemalloc.Filter(False, module.__file__) for module in (tracemalloc, linecache)]
+            snapshot = tracemalloc.take_snapshot().filter_traces(ours)
+            self.first = self.first or snapshot
+            report["python_traced_bytes"] = sum(trace.size for trace in snapshot.traces)  # the report's own left out
+            grown = sorted(snapshot.compare_to(self.first, "traceback"), key=lambda stat: -stat.size_diff)[:8]
+            report["python_grown"] = [
+                {"bytes": stat.size_diff, "count": stat.count_diff, "at": stat.traceback.format(most_recent_first=True)}
+                for stat in grown
+            ]
+        return report
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -164,7 +203,7 @@ async def serve(args: argparse.Namespace) -> None:
     settings = Settings(data_dir=data_dir, database_url=sqlite_url(data_dir))
     engine = create_engine(settings.database_url)
     await migrate(engine)
-    llama: LlamaEngine | None = None  # the local LLM engine, for `memory_report`
+    llama: LlamaEngine | None = None  # the local LLM engine, for `MemoryReport`
     llm = ScriptedLLM([FAKE_ANSWER] * 100_000, ttft_s=0.0) if args.fake else None
     if not args.fake:
         link_assembled(Path(args.models_from), data_dir)
@@ -193,7 +232,8 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, lambda: print(json.dumps(memory_report(llama)), flush=True))
+    report = MemoryReport(llama, trace=args.trace_python)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(json.dumps(report()), flush=True))
     try:
         async with SipEdge(config, admission) as edge:
             ready = {"sip_port": edge.port, "numbers": numbers, "database": str(data_dir / "flowyte.db")}
@@ -208,6 +248,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="a fresh directory: the SQLite database goes here")
     parser.add_argument("--models-from", default=str(Path(__file__).resolve().parent.parent / ".flowyte"))
     parser.add_argument("--fake", action="store_true", help="instant scripted STT, LLM and TTS")
+    parser.add_argument("--trace-python", action="store_true", help="tracemalloc, for the memory report")
     args = parser.parse_args()
     args.data_dir = Path(args.data_dir).resolve()
     args.data_dir.mkdir(parents=True, exist_ok=True)
