@@ -186,7 +186,7 @@ class MemoryReport:
             "python_blocks": sys.getallocatedblocks(),
         }
         if tracemalloc.is_tracing():
-            ours = [tracemalloc.Filter(False, module.__file__) for module in (tracemalloc, linecache)]
+            ours = [tracemalloc.Filter(False, str(module.__file__)) for module in (tracemalloc, linecache)]
             snapshot = tracemalloc.take_snapshot().filter_traces(ours)
             self.first = self.first or snapshot
             report["python_traced_bytes"] = sum(trace.size for trace in snapshot.traces)  # the report's own left out
