@@ -30,13 +30,16 @@ paced μ-law RTP, silence between them, and timestamps every agent RTP packet on
    seconds; the least-squares slope of RSS over cumulative call time, in MB per call-hour. Beside each
    soak sample the server reports what holds its memory (SIGUSR1, voice_server.memory_report): the LLM
    engine's saved KV states, bounded by its config, so RSS less them tells a cache filling from a leak;
-   glibc's heap in use and free (mallinfo2), telling a leak from fragmentation; Python's allocated blocks.
+   glibc's heap in use and free (mallinfo2), telling a leak from fragmentation; SQLite's memory; Python's
+   allocated blocks. ``--fake-soak`` does the same on the fake server (no models: the runtime's own memory),
+   and with ``--trace-python`` that server traces its Python allocations and reports what grew, by line.
 
 Prints the figures, writes benchmarks/results/voice_latency.json and voice_latency.png. Timings are
 reported, never asserted.
 
     nice -n 5 .venv/bin/python benchmarks/voice_latency.py [--quick] [--calls 5] [--questions 4]
         [--knowledge-calls 5] [--barge-ins 10] [--soak 240] [--levels 1,2,4] [--only real|fake]
+        [--fake-soak 0] [--trace-python]
 
 With ``--only`` one server runs (the report has its sections only, the JSON is voice_latency-<which>.json,
 and there is no plot).
@@ -360,10 +363,24 @@ async def soak(calls: Calls, server: Server, seconds: float, rng: random.Random)
         "llm_saved_mb_first_last": [h["llm_saved_bytes"] / MB for h in (holdings[0], holdings[-1])] if holdings else [],
         "mb_per_call_hour_second_half_without_llm_cache": mb_per_call_hour(without_cache[half:]),
         "heap_in_use_mb_per_call_hour_second_half": mb_per_call_hour(heap[half:]),
+        "mb_per_call_hour_second_half_medians": mb_per_call_hour_medians(later),
         "samples": samples,
         "holdings": holdings,
         "v2v_ms": [t.v2v_ms for t in turns],
     }
+
+
+def mb_per_call_hour_medians(samples: Sequence[tuple[float, float]]) -> float:
+    """RSS growth (MB per call-hour) from the median of the first quarter of `samples` to that of the last.
+    RSS after a call takes one of two levels ~20 MB apart (whether malloc_trim ran before or after the last
+    of the call's frees), and a least-squares line through such noise over a quarter of a call-hour moves by
+    tens of MB/call-hour; the medians of two windows stay on the usual level."""
+    quarter = len(samples) // 4
+    if quarter < 3:
+        return float("nan")
+    first, last = samples[:quarter], samples[-quarter:]
+    hours = (float(np.median([t for t, _ in last])) - float(np.median([t for t, _ in first]))) / 3600
+    return (float(np.median([r for _, r in last])) - float(np.median([r for _, r in first]))) / hours
 
 
 def mb_per_call_hour(samples: Sequence[tuple[float, float]]) -> float:
@@ -655,6 +672,11 @@ def report_soak(s: dict[str, Any], *, goal: bool) -> None:
         f"({s['mb_per_call_hour_after_2_calls']:.1f} after the first 2 calls, "
         f"{s['mb_per_call_hour_second_half']:.1f} over the second half)"
         + (verdict(s["mb_per_call_hour_second_half"], GOALS["mb_per_call_hour"]) if goal else "")
+    )
+    print(
+        f"  second half, from the median RSS of its first quarter to that of its last: "
+        f"{s['mb_per_call_hour_second_half_medians']:.1f} MB/call-hour"
+        + (verdict(s["mb_per_call_hour_second_half_medians"], GOALS["mb_per_call_hour"]) if goal else "")
     )
     if not s["holdings"]:
         return
