@@ -50,7 +50,7 @@ from control_api.auth.keys import create_key
 from control_api.auth.scopes import ALL_SCOPES
 from control_api.billing import ledger
 from control_api.calls.admission import CallAdmission
-from control_api.calls.native_memory import freeze_startup_objects, heap_usage, limit_arenas
+from control_api.calls.native_memory import freeze_startup_objects, heap_usage, limit_arenas, release_after_call
 from control_api.calls.records import CallRecords
 from control_api.calls.session import AdmittedCall, CallHandler
 from control_api.calls.voice import SpeechModels, TurnWriter, VoiceAgent
@@ -144,9 +144,12 @@ def fake_voice_agent(services: Services) -> CallHandler:
         stt = ScriptedSTTService([FAKE_QUESTION] * 10_000, delay_s=0.0)
         tts = ScriptedTTSService(sample_rate=leg.sample_rate, ttfb_s=0.0)
         settings = VoiceSettings(idle_s=300, max_call_s=3600)
-        result = await VoiceCall(leg, leg, brain, stt=stt, tts=tts, listener=writer, settings=settings).run()
-        if isinstance(services.llm, ScriptedLLM):
-            services.llm.calls.clear()  # the fake records every request for tests; nobody reads them here
+        try:
+            result = await VoiceCall(leg, leg, brain, stt=stt, tts=tts, listener=writer, settings=settings).run()
+        finally:
+            if isinstance(services.llm, ScriptedLLM):
+                services.llm.calls.clear()  # the fake records every request for tests; nobody reads them here
+            await release_after_call()  # as `VoiceAgent` does: its memory figures are the runtime's
         return result.outcome
 
     return answer
@@ -210,10 +213,11 @@ async def serve(args: argparse.Namespace) -> None:
     services = Services(settings=settings, engine=engine, llm=llm)
     numbers = await provision(services, knowledge=not args.fake)
     handler: CallHandler
+    limit_arenas()  # as `flowyte serve` does, before the models start their threads
     if args.fake:
+        freeze_startup_objects()
         handler = fake_voice_agent(services)
     else:
-        limit_arenas()  # as `flowyte serve` does, before the models start their threads
         models = SpeechModels(data_dir)
         await models.preload()
         if isinstance(services.llm, LazyLLM):
