@@ -123,6 +123,29 @@ def test_bye_from_the_caller_ends_the_call_and_a_second_one_is_481() -> None:
     assert ua.hangup(phone.call_id, clock.now) == [], "hanging up an ended call is a no-op"
 
 
+def test_finished_calls_and_requests_leave_nothing_behind_once_their_timers_run_out() -> None:
+    """A long-running edge answers calls for weeks: every table must empty (the ACK of each 2xx, with a branch no
+    transaction owns, once left an entry for its sender per call)."""
+    ua, clock = new_ua(), Clock()
+    for n in range(3):
+        caller_hangs_up = Phone(call_id=f"caller-bye-{n}@127.0.0.1")
+        established(ua, caller_hangs_up, clock)
+        assert statuses(ua.receive(caller_hangs_up.next("BYE"), PHONE, clock.now)) == [200]
+        we_hang_up = Phone(call_id=f"our-bye-{n}@127.0.0.1")
+        established(ua, we_hang_up, clock)
+        (bye,) = split(ua.hangup(we_hang_up.call_id, clock.now))[0]
+        assert isinstance(bye, SipRequest) and bye.method == "BYE"
+        ua.receive(bytes(SipResponse(200, "OK", bye.headers.copy())), PHONE, clock.now)
+        cancelled = Phone(call_id=f"cancelled-{n}@127.0.0.1")
+        ua.receive(cancelled.invite(branch=f"z9hG4bK-cancelled-{n}"), PHONE, clock.now)
+        sent = split(ua.receive(cancelled.request("CANCEL", branch=f"z9hG4bK-cancelled-{n}"), PHONE, clock.now))[0]
+        ua.receive(cancelled.request("ACK", branch=f"z9hG4bK-cancelled-{n}", to_tag=sent[-1].to_tag), PHONE, clock.now)
+        assert statuses(ua.receive(Phone(call_id=f"ping-{n}@127.0.0.1").request("OPTIONS"), PHONE, clock.now)) == [200]
+    assert ua.held()["calls"] == 0
+    run_timers(ua, clock, clock.now + 64 * ua.config.timers.t1 + 1)  # the longest: 64*T1 (Timers B, H, J, L)
+    assert set(ua.held().values()) == {0}, ua.held()
+
+
 def test_our_bye_follows_the_route_set_to_the_first_proxy() -> None:
     ua, clock = new_ua(), Clock()
     phone = Phone(record_route=["<sip:10.0.0.9:5080;lr>", "<sip:10.0.0.8;lr>"])

@@ -172,7 +172,9 @@ class UserAgent:
 
     def receive_message(self, message: SipRequest | SipResponse, peer: Peer, now: float) -> list[Effect]:
         try:
-            if isinstance(message, SipRequest):
+            # An ACK never starts a transaction (§17.1.1.3: the ACK for a 2xx has a branch of its own and goes to
+            # the dialog), so nothing would ever end an entry for it; the ACK for a 3xx-6xx shares its INVITE's key.
+            if isinstance(message, SipRequest) and message.method != "ACK":
                 self._server_peer.setdefault(server_key(message), peer)
             return self._run(self.layers[peer.transport].receive(message, now), peer.transport, peer, now)
         except SipError as error:  # a header the parser let through but a handler cannot read
@@ -195,6 +197,15 @@ class UserAgent:
             if self._timer_live(entry):
                 out += self._fire(entry[2], entry[3], now)
         return out
+
+    def held(self) -> dict[str, int]:
+        """How many entries each of the agent's tables holds: all zero once every call and transaction has ended
+        and its timers have run out (what a long-running edge must not accumulate)."""
+        return {
+            "calls": len(self.calls), "server_peers": len(self._server_peer), "client_transactions": len(self._client),
+            "timers": len(self._timers),
+            **{f"{transport} transactions": len(layer.transactions) for transport, layer in self.layers.items()},
+        }  # fmt: skip
 
     # --- commands from the call layer ----------------------------------------------------------
     def ring(self, call_id: str, now: float) -> list[Effect]:
