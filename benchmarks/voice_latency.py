@@ -32,7 +32,8 @@ paced μ-law RTP, silence between them, and timestamps every agent RTP packet on
    engine's saved KV states, bounded by its config, so RSS less them tells a cache filling from a leak;
    glibc's heap in use and free (mallinfo2), telling a leak from fragmentation; SQLite's memory; Python's
    allocated blocks. ``--fake-soak`` does the same on the fake server (no models: the runtime's own memory),
-   and with ``--trace-python`` that server traces its Python allocations and reports what grew, by line.
+   and with ``--trace-python`` both servers trace their Python allocations and report what grew, by line
+   (tracing slows them: a run for finding a leak, not for latency figures).
 
 Prints the figures, writes benchmarks/results/voice_latency.json and voice_latency.png. Timings are
 reported, never asserted.
@@ -462,7 +463,7 @@ def rest_ms(v2v_ms: float | None, timings: dict[str, Any]) -> float | None:
 
 async def run_real(args: argparse.Namespace, workdir: Path, speech: Speech, rng: random.Random) -> dict[str, Any]:
     print("... real stack: starting the server (Whisper tiny.en, Qwen2.5 0.5B, Piper, Silero)", flush=True)
-    async with voice_server(workdir, "real", fake=False) as server:
+    async with voice_server(workdir, "real", fake=False, trace=args.trace_python) as server:
         calls = Calls(server, speech, "4155")
         memory: dict[str, Any] = {"rss_started_mb": server.rss()}
         print("... warm-up call (not counted)", flush=True)
@@ -800,8 +801,9 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=240.0, help="seconds of back-to-back calls")
     parser.add_argument("--fake-soak", type=float, default=0.0, help="seconds of back-to-back calls on the --fake "
                         "server (its memory without the models)")  # fmt: skip
-    parser.add_argument("--trace-python", action="store_true", help="the --fake server traces its Python "
-                        "allocations (tracemalloc): the soak reports what grew, by line")  # fmt: skip
+    parser.add_argument("--trace-python", action="store_true", help="both servers trace their Python allocations "
+                        "(tracemalloc): the soaks report what grew, by line; slows the servers: not for latency "
+                        "figures")  # fmt: skip
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", choices=("real", "fake"), help="one of the two servers (no plot)")
     args = parser.parse_args()

@@ -170,7 +170,7 @@ class MemoryReport:
     """What holds memory beside the RSS the benchmark reads: the LLM engine's saved KV states (bounded by its
     config), glibc's heap (in use vs freed but kept), SQLite's page caches, Python's allocated blocks and,
     with ``trace``, the Python allocations that grew most since the first report (tracemalloc, by line; it
-    slows every allocation down, so only for the fake server). One JSON line on stdout per SIGUSR1."""
+    slows every allocation down: a run for finding a leak, not for latency). One JSON line on stdout per SIGUSR1."""
 
     def __init__(self, engine: LlamaEngine | None, *, trace: bool) -> None:
         self.engine = engine
