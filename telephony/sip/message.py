@@ -116,8 +116,8 @@ def parse_cseq(value: str) -> tuple[int, str]:
 # One message is read through these accessors several times (transaction keys, dialog matching), and
 # the values are immutable dataclasses, so parsing each distinct header value once is safe. Bounded, and small:
 # Via branches and From/To tags are new in every call, so beyond the messages in flight a cache only keeps old
-# calls' headers (at 4,096 entries each the two held 6.3 MB, filling over ~1,000 calls: most of a 30-minute
-# soak's heap growth); 512 covers 64 concurrent calls' messages and their retransmissions.
+# calls' headers (at 4,096 entries each the two held 6.3 MB once full, after ~1,000 calls); 512 covers 64
+# concurrent calls' messages and their retransmissions.
 _PARSED_HEADER_CACHE = 512
 
 
