@@ -43,6 +43,9 @@ class _Udp(asyncio.DatagramProtocol):
         log.debug("sip udp error: %s", exc)
 
 
+_PICKS = 8  # ports the OS picks for UDP before giving up on one free for TCP too
+
+
 class SipTransport:
     def __init__(self, host: str, port: int, on_message: OnMessage) -> None:
         self.host, self.port = host, port
@@ -55,18 +58,23 @@ class SipTransport:
         self.closed = False
 
     async def start(self) -> None:
-        """Bind UDP then TCP on the same port (port 0: the OS picks one for UDP and TCP follows it)."""
+        """Bind UDP then TCP on the same port (port 0: the OS picks one for UDP and TCP follows it; when that
+        port is taken for TCP, as by another program's outgoing connection, another is picked)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(self.host, self.port), family=family
-        )
-        self.port = int(self._udp.get_extra_info("sockname")[1])
-        try:
-            self._server = await asyncio.start_server(self._accepted, self.host, self.port, family=family)
-        except OSError:
-            self._udp.close()
-            raise
+        requested = self.port
+        for attempt in range(1, _PICKS + 1):
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(self.host, requested), family=family
+            )
+            self.port = int(self._udp.get_extra_info("sockname")[1])
+            try:
+                self._server = await asyncio.start_server(self._accepted, self.host, self.port, family=family)
+                return
+            except OSError:
+                self._udp.close()
+                if requested != 0 or attempt == _PICKS:
+                    raise
 
     def deliver(self, item: Inbound, peer: Peer) -> None:
         try:
